@@ -1,0 +1,127 @@
+"""Pure step functions: (state, batch, rng) -> (state, metrics).
+
+Nothing here has side effects or talks to the host; `parallel.py` jits these
+with explicit shardings and donated state, and the loops in `train.py` and
+`unlearn.py` drive them. A batch is a dict with 'image' (uint8 NHWC, or float for
+tests), 'label' (int32) and, for evaluation, 'mask' (bool; False on padding).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from delete_jax import losses
+from delete_jax.preprocess import Preprocess
+from delete_jax.state import ModelVars, TrainState
+
+BN_MODES = ('train', 'frozen')
+
+
+def apply_model(graphdef: nnx.GraphDef, variables: ModelVars, images: jnp.ndarray,
+                *, train: bool) -> tuple[jnp.ndarray, dict]:
+  """Runs the model; returns logits and (in train mode) updated BatchNorm stats."""
+  model = nnx.merge(graphdef, variables.params, variables.batch_stats)
+  logits = model(images, train=train)
+  if not train:
+    return logits, variables.batch_stats
+  return logits, nnx.state(model, nnx.BatchStat).to_pure_dict()
+
+
+def _apply_gradients(state: TrainState, grads, batch_stats,
+                     tx: optax.GradientTransformation) -> TrainState:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                    opt_state=opt_state)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
+               graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+               preprocess: Preprocess) -> tuple[TrainState, dict]:
+  """One step of supervised training: cross entropy, BatchNorm in train mode."""
+  rng = jax.random.fold_in(rng, state.step)
+  images = preprocess(batch['image'], rng, augment=True)
+  labels = batch['label']
+
+  def loss_fn(params):
+    logits, batch_stats = apply_model(graphdef, ModelVars(params, state.batch_stats),
+                                      images, train=True)
+    return losses.cross_entropy(logits, labels), (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  new_state = _apply_gradients(state, grads, batch_stats, tx)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+  return new_state, {'loss': loss, 'accuracy': accuracy}
+
+
+# An unlearning objective: (student_logits, teacher_logits, labels) -> loss.
+Objective = Callable[[jnp.ndarray, Optional[jnp.ndarray], jnp.ndarray], jnp.ndarray]
+
+
+def delete_objective(mask_mode: str = 'label', temperature: float = 1.0,
+                     forget_class_mask: Optional[jnp.ndarray] = None) -> Objective:
+  """DELETE's loss with its named options bound."""
+
+  def objective(student_logits, teacher_logits, labels):
+    return losses.delete_loss(student_logits, teacher_logits, labels,
+                              mask_mode=mask_mode, forget_class_mask=forget_class_mask,
+                              temperature=temperature)
+
+  return objective
+
+
+def unlearn_step(state: TrainState, teacher: Optional[ModelVars], batch: dict,
+                 rng: jax.Array, *, graphdef: nnx.GraphDef,
+                 tx: optax.GradientTransformation, preprocess: Preprocess,
+                 objective: Objective, bn_mode: str = 'train',
+                 augment: bool = True) -> tuple[TrainState, dict]:
+  """One unlearning step (SPEC §2 for DELETE).
+
+  The teacher (frozen original) runs in eval mode without gradient; the student
+  runs with BatchNorm in train mode (`bn_mode='train'`, published; running
+  statistics are updated from the batch) or eval mode (`bn_mode='frozen'`).
+  Teacher and student see the same augmented batch.
+  """
+  if bn_mode not in BN_MODES:
+    raise ValueError(f'unknown bn_mode {bn_mode!r}; choose one of {BN_MODES}')
+  rng = jax.random.fold_in(rng, state.step)
+  images = preprocess(batch['image'], rng, augment=augment)
+  labels = batch['label']
+  teacher_logits = None
+  if teacher is not None:
+    teacher_logits, _ = apply_model(graphdef, teacher, images, train=False)
+    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  train_bn = bn_mode == 'train'
+
+  def loss_fn(params):
+    logits, batch_stats = apply_model(graphdef, ModelVars(params, state.batch_stats),
+                                      images, train=train_bn)
+    return objective(logits, teacher_logits, labels), (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  new_state = _apply_gradients(state, grads, batch_stats, tx)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+  return new_state, {'loss': loss, 'accuracy': accuracy}
+
+
+def predict_step(variables: ModelVars, batch: dict, *, graphdef: nnx.GraphDef,
+                 preprocess: Preprocess, rng: Optional[jax.Array] = None,
+                 augment: bool = False) -> dict:
+  """Eval-mode predictions for one (possibly padded) batch.
+
+  Returns per-example 'pred', 'prob' (softmax) and 'correct'; padding rows are
+  masked by the caller with batch['mask']. `augment=True` (with an rng) feeds the
+  training augmentation, which the published MIA code did.
+  """
+  images = preprocess(batch['image'], rng, augment=augment)
+  logits, _ = apply_model(graphdef, variables, images, train=False)
+  pred = jnp.argmax(logits, -1)
+  return {'pred': pred, 'prob': jax.nn.softmax(logits, -1),
+          'correct': (pred == batch['label']) & batch['mask']}
