@@ -37,11 +37,16 @@ class Preprocess:
 
   def __call__(self, images: jnp.ndarray, rng: jax.Array | None, *,
                augment: bool, dtype=jnp.float32) -> jnp.ndarray:
-    """uint8 (or already-float) NHWC images → normalised float NHWC."""
+    """uint8 (or already-float) NHWC images → normalised float NHWC.
+
+    uint8 images are scaled to [0, 1] in `dtype`; float images keep their own
+    dtype and scale (so float64 cross-checks stay float64).
+    """
     if images.dtype == jnp.uint8:
       x = images.astype(dtype) / 255.0
     else:
-      x = images.astype(dtype)
+      x = images
+      dtype = images.dtype
     if augment and self.augments:
       if rng is None:
         raise ValueError('augmentation needs an rng')
