@@ -1,0 +1,82 @@
+"""Shared defaults for every delete_jax config; each field is documented here.
+
+Dataset/model files import `get_config()` and override what differs.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Defaults: the published recipe (SPEC.md §2–3) where one exists."""
+  c = ml_collections.ConfigDict()
+  # What to run: 'train' (original model on all classes), 'retrain' (gold standard on
+  # the remaining classes only), 'unlearn', 'evaluate', or 'all'
+  # (train → retrain if run_retrain → unlearn → evaluate).
+  c.mode = 'all'
+  # Dataset by TFDS catalog name ('fashion_mnist', 'mnist', 'cifar10', 'cifar100') or
+  # 'digits' (scikit-learn, offline, tiny).
+  c.dataset = 'fashion_mnist'
+  # TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.data_dir = ''
+  # Model registry name: 'cnn', 'resnet18_cifar', 'resnet18'.
+  c.model = 'cnn'
+  # Seed of initialisation, data order, augmentation, random baselines and the MIA.
+  c.seed = 0
+  # Forget classes as a comma-separated list ('3,7'); '' = the first `num_forget`
+  # entries of the dataset's fixed permutation (SPEC.md §3).
+  c.forget_classes = ''
+  c.num_forget = 1
+  # In mode 'all', also train the Retrain reference (costs a second full training).
+  c.run_retrain = False
+  # Orbax checkpoint of a converted original model (python -m delete_jax.convert);
+  # '' = train the original model here.
+  c.init_checkpoint = ''
+
+  # Training augmentation, applied on the device (to the forget set during unlearning
+  # as in the published code).
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 4   # random crop at native size with this zero padding; 0 = off
+  c.augment.flip = True        # random horizontal flip
+  c.augment.resize_to = 0      # square resize after augmentation (224 for ImageNet-layout models); 0 = native
+
+  # Pretraining and Retrain: SGD, momentum 0.9, weight decay 5e-4, cross entropy,
+  # lr × lr_decay_factor every lr_decay_every_epochs epochs.
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 150
+  c.train.batch_size = 128
+  c.train.lr = 0.1
+  c.train.momentum = 0.9
+  c.train.weight_decay = 5e-4
+  c.train.lr_decay_every_epochs = 40
+  c.train.lr_decay_factor = 0.1
+
+  # Unlearning (DELETE by default): SGD momentum 0.9, no weight decay, no schedule,
+  # model after the last epoch kept.
+  c.unlearn = ml_collections.ConfigDict()
+  c.unlearn.method = 'delete'
+  c.unlearn.epochs = 20
+  c.unlearn.batch_size = 128
+  c.unlearn.lr = 1e-4
+  c.unlearn.momentum = 0.9
+  # DELETE options. mask: 'label' masks each example's own label (published) or
+  # 'all_forget' masks every forget class. bn: 'train' (student BatchNorm in train
+  # mode, running stats updated; published) or 'frozen' (eval mode).
+  c.unlearn.mask = 'label'
+  c.unlearn.bn = 'train'
+  # Distillation temperature; 1 = the published method (ours: T² scaling when ≠ 1).
+  c.unlearn.temperature = 1.0
+  # Apply the training augmentation to forget batches (published: yes).
+  c.unlearn.augment = True
+  # Evaluate all four splits every k unlearning epochs (0 = only at the end; the
+  # published code evaluates after every epoch).
+  c.unlearn.eval_every_epochs = 0
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 1024     # padded with a mask: every example counts once
+
+  # Checkpoint every k steps inside an epoch (0 = at epoch ends only). A rerun of the
+  # same command resumes from the latest checkpoint.
+  c.checkpoint_every_steps = 0
+  # A progress/metrics line every k steps.
+  c.log_every_steps = 100
+  return c
