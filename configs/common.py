@@ -79,4 +79,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 0
   # A progress/metrics line every k steps.
   c.log_every_steps = 100
+  add_mia(c)
   return c
+
+
+def add_mia(c: ml_collections.ConfigDict) -> None:
+  """Membership-inference settings (SPEC.md §4)."""
+  c.mia = ml_collections.ConfigDict()
+  c.mia.enabled = True
+  # SVC attack features: any of correctness, confidence, entropy, m_entropy, prob.
+  # 'confidence' is the one papers report.
+  c.mia.features = 'correctness,confidence,entropy,m_entropy,prob'
+  # 'correct' (default) or 'published': the published code's m_entropy formula and
+  # augmented attack inputs.
+  c.mia.compat = 'correct'
+  # Cap on the shadow member / non-member set sizes (0 = |test-remain|, published).
+  c.mia.max_shadow = 0

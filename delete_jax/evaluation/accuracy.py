@@ -1,0 +1,80 @@
+"""Eval-mode predictions over whole splits, one jitted pass at a large batch.
+
+Batches are padded to a fixed size with a mask, so there is one compiled program
+and every example counts exactly once, whatever the device count and split size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import jax
+import numpy as np
+from flax import nnx
+
+from delete_jax import parallel
+from delete_jax.preprocess import Preprocess
+from delete_jax.state import ModelVars
+from delete_jax.steps import predict_step
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_predict(graphdef: nnx.GraphDef, preprocess: Preprocess, augment: bool, mesh):
+  fn = functools.partial(predict_step, graphdef=graphdef, preprocess=preprocess,
+                         augment=augment)
+  return jax.jit(lambda v, b, r: fn(v, b, rng=r), out_shardings=parallel.replicated(mesh))
+
+
+def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
+            indices: np.ndarray, *, graphdef: nnx.GraphDef, preprocess: Preprocess,
+            batch_size: int, mesh, augment: bool = False,
+            rng: Optional[jax.Array] = None) -> dict[str, np.ndarray]:
+  """Predictions for `images[indices]`.
+
+  Returns host arrays 'pred' [n], 'prob' [n, C] (softmax) and 'correct' [n] bool.
+  `augment=True` applies the training augmentation (the published MIA inputs).
+  """
+  parallel.check_batch_size(batch_size, mesh, 'config.eval.batch_size')
+  fn = _jitted_predict(graphdef, preprocess, augment, mesh)
+  n = len(indices)
+  preds, probs, correct = [], [], []
+  if rng is None:
+    rng = jax.random.key(0)
+  for b in range(math.ceil(n / batch_size)):
+    idx = indices[b * batch_size:(b + 1) * batch_size]
+    real = len(idx)
+    padded = np.concatenate([idx, np.full(batch_size - real, idx[0] if real else 0,
+                                          idx.dtype)])
+    mask = np.arange(batch_size) < real
+    batch = {'image': images[padded], 'label': labels[padded].astype(np.int32), 'mask': mask}
+    out = parallel.to_host(fn(variables, parallel.put_batch(batch, mesh),
+                              jax.random.fold_in(rng, b)))
+    preds.append(out['pred'][:real])
+    probs.append(out['prob'][:real])
+    correct.append(out['correct'][:real])
+  if not preds:
+    return {'pred': np.zeros((0,), np.int32), 'prob': np.zeros((0, 0), np.float32),
+            'correct': np.zeros((0,), bool)}
+  return {'pred': np.concatenate(preds), 'prob': np.concatenate(probs),
+          'correct': np.concatenate(correct)}
+
+
+def accuracy(correct: np.ndarray) -> float:
+  """Percent correct; NaN for an empty split."""
+  return float(100.0 * correct.mean()) if len(correct) else float('nan')
+
+
+def split_accuracies(train_pred: dict, test_pred: dict, split) -> dict[str, float]:
+  """The four accuracies (percent) from whole-train and whole-test predictions.
+
+  `train_pred`/`test_pred` are `predict` outputs over *all* train/test examples
+  in index order; `split` is a `ClassSplit`.
+  """
+  return {
+      'train_forget': accuracy(train_pred['correct'][split.train_forget]),
+      'train_remain': accuracy(train_pred['correct'][split.train_remain]),
+      'test_forget': accuracy(test_pred['correct'][split.test_forget]),
+      'test_remain': accuracy(test_pred['correct'][split.test_remain]),
+  }

@@ -1,0 +1,93 @@
+"""The stages behind `config.mode`: train │ retrain │ unlearn │ evaluate │ all.
+
+Every stage reuses what an earlier stage left in the workdir (the original
+model's checkpoint is the teacher) and refuses, with a one-line error, to run
+when what it needs is missing. Notebooks and tests call `run(config, workdir)`
+exactly as `main` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ml_collections
+
+from delete_jax import config_lib, train as train_lib, unlearn as unlearn_lib
+from delete_jax.context import RunContext, build_context
+from delete_jax.errors import UserError
+from delete_jax.evaluation.evaluate import evaluate_model, four_accuracies
+from delete_jax.metric_writers import MetricWriter
+from delete_jax.report import build_report, write_report
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs `config.mode` in `workdir`; returns the report (empty for train-only modes)."""
+  config_lib.validate(config)
+  _check_workdir(workdir)
+  ctx = build_context(config, workdir)
+  mode = config.mode
+  with MetricWriter(os.path.join(workdir, 'metrics'), enabled=ctx.is_host0()) as writer:
+    if mode in ('train', 'all'):
+      original_vars(ctx, writer, train_if_missing=True)
+    if mode == 'retrain' or (mode == 'all' and config.run_retrain):
+      train_lib.train(ctx, 'retrain', writer=writer)
+    if mode in ('unlearn', 'all'):
+      original = original_vars(ctx, writer, train_if_missing=False)
+      unlearn_lib.unlearn(ctx, original, writer=writer,
+                          evaluate_fn=lambda v: four_accuracies(ctx, v))
+    if mode in ('evaluate', 'all', 'unlearn'):
+      return evaluate(ctx)
+  return {}
+
+
+def original_vars(ctx: RunContext, writer=None, *, train_if_missing: bool):
+  """The original model: trained here, or missing → clear error."""
+  if train_if_missing:
+    return train_lib.train(ctx, 'original', writer=writer)[0]
+  if not train_lib.is_complete(ctx, 'original'):
+    raise UserError(f'no trained original model in {ctx.stage_dir("original")}: run '
+                    '--config.mode=train first (or --config.mode=all)')
+  return train_lib.load_kept_variables(ctx, 'original')
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+  """Evaluates every model present in the workdir and writes the report."""
+  rows: dict[str, dict] = {}
+  original = original_vars(ctx, train_if_missing=False)
+  stages = [('original', 'original', original)]
+  if train_lib.is_complete(ctx, 'retrain'):
+    stages.append(('retrain', 'retrain', train_lib.load_kept_variables(ctx, 'retrain')))
+  method = ctx.config.unlearn.method
+  ckpt = unlearn_lib.unlearn_checkpoints(ctx, method)
+  meta = ckpt.check_compatible()
+  if meta is not None and meta.get('complete'):
+    variables, record = unlearn_lib.unlearn(ctx, original)
+    stages.append((method, method, variables))
+  for name, stage, variables in stages:
+    logging.info('evaluating %s', name)
+    row: dict[str, Any] = {'evaluation': evaluate_model(ctx, variables)}
+    if stage in ('original', 'retrain'):
+      meta = train_lib.stage_checkpoints(ctx, stage).read_meta() or {}
+    else:
+      meta = ckpt.read_meta() or {}
+    row['wall_seconds'] = meta.get('wall_seconds')
+    row['history'] = meta.get('history', [])
+    rows[name] = row
+  report = build_report(ctx, rows)
+  text = write_report(ctx, report)
+  if ctx.is_host0():
+    print(text, flush=True)
+  return report
+
+
+def _check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir} exists and is not a directory: choose another path')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f'cannot create --workdir {workdir} ({e.strerror}): choose a writable path') from e
+  if not os.access(workdir, os.W_OK):
+    raise UserError(f'--workdir {workdir} is not writable: choose a writable path')

@@ -1,0 +1,144 @@
+"""report.json, report.md and PNG plots: what was measured, on what, by what."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from delete_jax.context import RunContext
+from delete_jax.evaluation import plots, scores
+
+_ACC_KEYS = ('train_forget', 'train_remain', 'test_forget', 'test_remain')
+
+
+def run_description(ctx: RunContext) -> dict[str, Any]:
+  cfg = ctx.config
+  return {
+      'dataset': ctx.dataset.name, 'dataset_source': ctx.dataset.source,
+      'dataset_fingerprint': ctx.dataset.fingerprint(), 'model': cfg.model,
+      'num_classes': ctx.dataset.num_classes,
+      'forget_classes': list(ctx.split.forget_classes), 'split_sizes': ctx.split.sizes(),
+      'method': cfg.unlearn.method,
+      'unlearn': {k: v for k, v in cfg.unlearn.to_dict().items()},
+      'train': cfg.train.to_dict(), 'augment': cfg.augment.to_dict(),
+      'mia': cfg.mia.to_dict(), 'seed': cfg.seed, 'device_count': jax.device_count(),
+      'process_count': jax.process_count(), 'platform': jax.devices()[0].platform,
+  }
+
+
+def _mia_conf(row: dict) -> float | None:
+  feats = row.get('evaluation', {}).get('mia', {}).get('features', {})
+  if 'confidence' in feats:
+    return 100.0 * feats['confidence']['member_rate']
+  return None
+
+
+def build_report(ctx: RunContext, rows: dict[str, dict]) -> dict[str, Any]:
+  """rows: model name → {'evaluation': evaluate_model(...), 'wall_seconds': float, ...}."""
+  report = {'run': run_description(ctx), 'models': rows}
+  retrain = rows.get('retrain')
+  if retrain is not None:
+    ref = retrain['evaluation']['accuracy']
+    for name, row in rows.items():
+      if name in ('retrain',):
+        continue
+      acc = row['evaluation']['accuracy']
+      u = {'train_forget': acc['train_forget'] / 100, 'train_remain': acc['train_remain'] / 100,
+           'test': acc['test_remain'] / 100}
+      r = {'train_forget': ref['train_forget'] / 100, 'train_remain': ref['train_remain'] / 100,
+           'test': ref['test_remain'] / 100}
+      row['tow'] = scores.tow(u, r)
+      mu, mr = _mia_conf(row), _mia_conf(retrain)
+      if mu is not None and mr is not None:
+        row['tow_mia'] = scores.tow_mia({**u, 'mia': mu / 100}, {**r, 'mia': mr / 100})
+        row['avg_gap'] = scores.avg_gap(
+            {'forget_acc': acc['train_forget'], 'mia': mu, 'remain_acc': acc['train_remain'],
+             'test_acc': acc['test_remain']},
+            {'forget_acc': ref['train_forget'], 'mia': mr, 'remain_acc': ref['train_remain'],
+             'test_acc': ref['test_remain']})
+  return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+  run = report['run']
+  u = run['unlearn']
+  lines = [
+      f"# delete_jax report: {run['dataset']} / {run['model']}",
+      '',
+      f"- data: {run['dataset_source']} (fingerprint {run['dataset_fingerprint']}); split "
+      f"sizes {run['split_sizes']}",
+      f"- forget classes: {run['forget_classes']}; method: {run['method']} (mask={u['mask']}, "
+      f"bn={u['bn']}, T={u['temperature']}, lr={u['lr']}, epochs={u['epochs']}, "
+      f"batch={u['batch_size']}, augment={u['augment']})",
+      f"- devices: {run['device_count']} × {run['platform']} in {run['process_count']} "
+      f"process(es); seed {run['seed']}; MIA: SVC, compat={run['mia']['compat']}",
+      '',
+      '| model | train-forget | train-remain | test-forget | test-remain | MIA member rate '
+      '(confidence) | H-mean | ToW | Avg. Gap | wall (s) |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for name, row in report['models'].items():
+    acc = row['evaluation']['accuracy']
+    mia = _mia_conf(row)
+
+    def f(x, fmt='{:.2f}'):
+      return '—' if x is None else fmt.format(x)
+
+    lines.append(
+        f"| {name} | " + ' | '.join(f'{acc[k]:.2f}' for k in _ACC_KEYS) +
+        f" | {f(mia)} | {f(100 * row['evaluation']['h_mean'])} | "
+        f"{f(row.get('tow'), '{:.4f}')} | {f(row.get('avg_gap'))} | "
+        f"{f(row.get('wall_seconds'), '{:.1f}')} |")
+  lines += ['', 'Accuracies in %. MIA member rate: fraction (%) of forget-class training '
+            'examples the attack calls "member" (lower = more forgotten; MIA-efficacy = '
+            '100 − it). ToW/Avg. Gap are relative to the retrain row.']
+  return '\n'.join(lines) + '\n'
+
+
+def write_report(ctx: RunContext, report: dict[str, Any]) -> str:
+  """Writes report.json, report.md and plots (process 0 only); returns the markdown."""
+  text = markdown(report)
+  if not ctx.is_host0():
+    return text
+  os.makedirs(ctx.workdir, exist_ok=True)
+  with open(os.path.join(ctx.workdir, 'report.json'), 'w') as f:
+    json.dump(report, f, indent=1, default=_json_default)
+  with open(os.path.join(ctx.workdir, 'report.md'), 'w') as f:
+    f.write(text)
+  _plots(ctx, report)
+  return text
+
+
+def _plots(ctx: RunContext, report: dict[str, Any]) -> None:
+  run = report['run']
+  what = (f"{run['dataset']} / {run['model']}, forget {run['forget_classes']}, "
+          f"mask={run['unlearn']['mask']}, seed {run['seed']}")
+  out = os.path.join(ctx.workdir, 'plots')
+  models = report['models']
+  per_class = {name: np.array([np.nan if a is None else a
+                               for a in row['evaluation']['per_class_test_accuracy']])
+               for name, row in models.items()}
+  plots.plot_per_class(per_class, run['forget_classes'],
+                       os.path.join(out, 'per_class_accuracy.png'),
+                       f'Per-class test accuracy — {what}')
+  method = run['method']
+  if method in models:
+    plots.plot_confusion(np.array(models[method]['evaluation']['confusion_test']),
+                         os.path.join(out, f'confusion_{method}.png'),
+                         f'Confusion matrix (test) after {method} — {what}')
+    history = [h for h in models[method].get('history', []) if all(k in h for k in _ACC_KEYS)]
+    if history:
+      plots.plot_epoch_curves(history, os.path.join(out, f'epochs_{method}.png'),
+                              f'Accuracy per unlearning epoch ({method}) — {what}')
+
+
+def _json_default(x):
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f'not JSON serialisable: {type(x)}')
