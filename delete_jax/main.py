@@ -20,10 +20,19 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and r
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter of Orbax (a line per checkpoint file) from the log."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.getLogger().setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
+    handler.addFilter(_QuietLibraries())
   from delete_jax import pipeline  # pylint: disable=g-import-not-at-top
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value)

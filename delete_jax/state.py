@@ -42,7 +42,7 @@ class TrainState:
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, ModelVars]:
   """Separates a module into its static graph and pure variable dicts."""
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  return graphdef, ModelVars(params.to_pure_dict(), batch_stats.to_pure_dict())
+  return graphdef, ModelVars(nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats))
 
 
 def _sgd(learning_rate, momentum, weight_decay):

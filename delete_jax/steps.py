@@ -29,7 +29,7 @@ def apply_model(graphdef: nnx.GraphDef, variables: ModelVars, images: jnp.ndarra
   logits = model(images, train=train)
   if not train:
     return logits, variables.batch_stats
-  return logits, nnx.state(model, nnx.BatchStat).to_pure_dict()
+  return logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
 
 def _apply_gradients(state: TrainState, grads, batch_stats,

@@ -48,13 +48,14 @@ class BatchNorm(nnx.Module):
       n = x.size // x.shape[-1]
       running_var_update = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
       m = self.momentum
-      self.mean.value = (1 - m) * self.mean.value + m * mean.astype(self.mean.value.dtype)
-      self.var.value = (1 - m) * self.var.value + m * running_var_update.astype(self.var.value.dtype)
-      self.num_batches_tracked.value = self.num_batches_tracked.value + 1
+      old_mean, old_var = self.mean[...], self.var[...]
+      self.mean[...] = (1 - m) * old_mean + m * mean.astype(old_mean.dtype)
+      self.var[...] = (1 - m) * old_var + m * running_var_update.astype(old_var.dtype)
+      self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
     else:
-      mean, var = self.mean.value, self.var.value
-    inv = self.scale.value * _rsqrt(var + self.epsilon)
-    return (x - mean) * inv + self.bias.value
+      mean, var = self.mean[...], self.var[...]
+    inv = self.scale[...] * _rsqrt(var + self.epsilon)
+    return (x - mean) * inv + self.bias[...]
 
 
 def _rsqrt(x):
