@@ -10,14 +10,14 @@ from delete_jax.models.layers import BatchNorm, conv, max_pool
 
 
 class SmallCNN(nnx.Module):
-  """conv(32)-BN-ReLU-pool → conv(64)-BN-ReLU-pool → fc(128)-ReLU → fc(C).
+  """conv(16)-BN-ReLU-pool → conv(32)-BN-ReLU-pool → fc(128)-ReLU → fc(C).
 
   The flatten happens in torch's (C, H, W) order so that a torch twin's
   `fc1.weight` maps onto `fc1.kernel` by a transpose alone.
   """
 
   def __init__(self, num_classes: int, image_shape: tuple[int, int, int], *,
-               rngs: nnx.Rngs, width: int = 32, hidden: int = 128):
+               rngs: nnx.Rngs, width: int = 16, hidden: int = 128):
     h, w, c = image_shape
     self.conv1 = conv(c, width, 3, 1, 1, bias=False, rngs=rngs)
     self.bn1 = BatchNorm(width)
