@@ -70,6 +70,30 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate all four splits every k unlearning epochs (0 = only at the end; the
   # published code evaluates after every epoch).
   c.unlearn.eval_every_epochs = 0
+  # Baselines' own hyperparameters (SPEC.md §5).
+  c.unlearn.bs_epsilon = 0.1            # boundary shrink: FGSM ε in [0, 1] pixel units
+  c.unlearn.l2ul_epsilon = 0.4          # L2UL: L2-PGD radius
+  c.unlearn.l2ul_step_size = 0.1
+  c.unlearn.l2ul_iterations = 10
+  c.unlearn.l2ul_adv_weight = 0.1
+  c.unlearn.bad_teacher_temperature = 1.0
+  c.unlearn.salun_fraction = 0.5        # SalUn: fraction of weights trained
+  c.unlearn.rl_exclude_true = False     # random label: never draw the true class
+  c.unlearn.fisher_alpha = 1e-7         # Fisher forgetting noise scale
+  # 'expected' (published: Σ_y p(y|x)·grad², C backward passes per example) or
+  # 'empirical' (true label only; our cheaper option).
+  c.unlearn.fisher_mode = 'expected'
+
+  # mode=compare: each method from the same original on the same split. DELETE uses
+  # config.unlearn.lr/epochs; every other method its published CIFAR-10 ResNet-18
+  # learning rate × lr_scale (one factor for all, no per-method tuning) unless
+  # compare.lr.<method> ≥ 0; epochs = unlearn.epochs unless compare.epochs.<method> ≥ 0.
+  c.compare = ml_collections.ConfigDict()
+  c.compare.methods = 'delete,ft,ga,rl,salun,bs,be,bad_teacher,l2ul,fisher'
+  c.compare.lr_scale = 1.0
+  names = ('ft', 'ga', 'rl', 'salun', 'bs', 'be', 'bad_teacher', 'l2ul', 'fisher')
+  c.compare.lr = ml_collections.ConfigDict({n: -1.0 for n in names})
+  c.compare.epochs = ml_collections.ConfigDict({n: -1 for n in names})
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1024     # padded with a mask: every example counts once

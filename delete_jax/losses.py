@@ -105,3 +105,26 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   """Mean cross entropy with integer labels (torch's `CrossEntropyLoss`)."""
   log_p = jax.nn.log_softmax(logits, axis=-1)
   return -jnp.mean(jnp.take_along_axis(log_p, labels[..., None], axis=-1))
+
+
+def gradient_ascent_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  """−CE(f(x), y): gradient ascent on the forget set."""
+  return -cross_entropy(logits, labels)
+
+
+def distillation_loss(student_logits: jnp.ndarray, teacher_logits: jnp.ndarray,
+                      temperature: float = 1.0) -> jnp.ndarray:
+  """KL(softmax(teacher) ‖ softmax(student)), batchmean (bad teacher, SCRUB)."""
+  target = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits / temperature, axis=-1))
+  return kl_batchmean(target, student_logits, temperature)
+
+
+def l2ul_loss(student_logits: jnp.ndarray, labels: jnp.ndarray, adv_targets: jnp.ndarray,
+              adv_weight: float = 0.1) -> jnp.ndarray:
+  """L2UL: −CE on the clean forget batch + adv_weight · CE on its adversarial twins.
+
+  `student_logits` holds the clean batch followed by the adversarial batch.
+  """
+  b = labels.shape[0]
+  return (-cross_entropy(student_logits[:b], labels)
+          + adv_weight * cross_entropy(student_logits[b:], adv_targets))

@@ -1,4 +1,4 @@
-"""The stages behind `config.mode`: train │ retrain │ unlearn │ evaluate │ all.
+"""The stages behind `config.mode`: train │ retrain │ unlearn │ evaluate │ all │ compare.
 
 Every stage reuses what an earlier stage left in the workdir (the original
 model's checkpoint is the teacher) and refuses, with a one-line error, to run
@@ -17,6 +17,7 @@ import ml_collections
 from delete_jax import config_lib, train as train_lib, unlearn as unlearn_lib
 from delete_jax.context import RunContext, build_context
 from delete_jax.errors import UserError
+from delete_jax.methods import get_method
 from delete_jax.evaluation.evaluate import evaluate_model, four_accuracies
 from delete_jax.metric_writers import MetricWriter
 from delete_jax.report import build_report, write_report
@@ -37,9 +38,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       original = original_vars(ctx, writer, train_if_missing=False)
       unlearn_lib.unlearn(ctx, original, writer=writer,
                           evaluate_fn=lambda v: four_accuracies(ctx, v))
+    if mode == 'compare':
+      original = original_vars(ctx, writer, train_if_missing=True)
+      for name in compare_methods(config):
+        unlearn_lib.unlearn(ctx, original, method_name=name, writer=writer)
+      return evaluate(ctx, compare_methods(config))
     if mode in ('evaluate', 'all', 'unlearn'):
       return evaluate(ctx)
   return {}
+
+
+def compare_methods(config: ml_collections.ConfigDict) -> list[str]:
+  names = [m.strip() for m in config.compare.methods.split(',') if m.strip()]
+  for name in names:
+    get_method(name)  # unknown names fail before any work
+  return names
 
 
 def original_vars(ctx: RunContext, writer=None, *, train_if_missing: bool):
@@ -52,28 +65,30 @@ def original_vars(ctx: RunContext, writer=None, *, train_if_missing: bool):
   return train_lib.load_kept_variables(ctx, 'original')
 
 
-def evaluate(ctx: RunContext) -> dict[str, Any]:
-  """Evaluates every model present in the workdir and writes the report."""
+def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any]:
+  """Evaluates the original, retrain (if present) and each finished method."""
   rows: dict[str, dict] = {}
   original = original_vars(ctx, train_if_missing=False)
-  stages = [('original', 'original', original)]
+  models = [('original', original, train_lib.stage_checkpoints(ctx, 'original').read_meta())]
   if train_lib.is_complete(ctx, 'retrain'):
-    stages.append(('retrain', 'retrain', train_lib.load_kept_variables(ctx, 'retrain')))
-  method = ctx.config.unlearn.method
-  ckpt = unlearn_lib.unlearn_checkpoints(ctx, method)
-  meta = ckpt.check_compatible()
-  if meta is not None and meta.get('complete'):
-    variables, record = unlearn_lib.unlearn(ctx, original)
-    stages.append((method, method, variables))
-  for name, stage, variables in stages:
+    models.append(('retrain', train_lib.load_kept_variables(ctx, 'retrain'),
+                   train_lib.stage_checkpoints(ctx, 'retrain').read_meta()))
+  for name in methods or [ctx.config.unlearn.method]:
+    meta = unlearn_lib.unlearn_checkpoints(ctx, name).check_compatible()
+    if meta is not None and meta.get('complete'):
+      variables, record = unlearn_lib.unlearn(ctx, original, method_name=name)
+      models.append((name, variables, record))
+  for name, variables, meta in models:
     logging.info('evaluating %s', name)
-    row: dict[str, Any] = {'evaluation': evaluate_model(ctx, variables)}
-    if stage in ('original', 'retrain'):
-      meta = train_lib.stage_checkpoints(ctx, stage).read_meta() or {}
-    else:
-      meta = ckpt.read_meta() or {}
-    row['wall_seconds'] = meta.get('wall_seconds')
-    row['history'] = meta.get('history', [])
+    meta = meta or {}
+    row: dict[str, Any] = {'evaluation': evaluate_model(ctx, variables),
+                           'wall_seconds': meta.get('wall_seconds'),
+                           'history': meta.get('history', [])}
+    if name not in ('original', 'retrain'):
+      method = get_method(name)
+      row['method'] = {'data': method.data, 'lr': meta.get('lr'),
+                       'lr_source': meta.get('lr_source'), 'epochs': meta.get('epochs'),
+                       'description': method.description}
     rows[name] = row
   report = build_report(ctx, rows)
   text = write_report(ctx, report)

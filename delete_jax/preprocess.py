@@ -37,16 +37,21 @@ class Preprocess:
 
   def __call__(self, images: jnp.ndarray, rng: jax.Array | None, *,
                augment: bool, dtype=jnp.float32) -> jnp.ndarray:
-    """uint8 (or already-float) NHWC images → normalised float NHWC.
+    """uint8 (or already-float) NHWC images → normalised float NHWC."""
+    return self.normalize(self.pixels(images, rng, augment=augment, dtype=dtype))
+
+  def pixels(self, images: jnp.ndarray, rng: jax.Array | None, *, augment: bool,
+             dtype=jnp.float32) -> jnp.ndarray:
+    """Augmented (and resized) images in [0, 1] pixel space, before normalisation.
 
     uint8 images are scaled to [0, 1] in `dtype`; float images keep their own
-    dtype and scale (so float64 cross-checks stay float64).
+    dtype and scale (so float64 cross-checks stay float64). Adversarial baselines
+    perturb in this space (ε is given in [0, 1] pixel units).
     """
     if images.dtype == jnp.uint8:
       x = images.astype(dtype) / 255.0
     else:
       x = images
-      dtype = images.dtype
     if augment and self.augments:
       if rng is None:
         raise ValueError('augmentation needs an rng')
@@ -58,8 +63,11 @@ class Preprocess:
     if self.resize_to is not None and x.shape[1:3] != (self.resize_to, self.resize_to):
       x = jax.image.resize(x, (x.shape[0], self.resize_to, self.resize_to, x.shape[3]),
                            method='bilinear')
-    mean = jnp.asarray(self.mean, dtype)
-    std = jnp.asarray(self.std, dtype)
+    return x
+
+  def normalize(self, x: jnp.ndarray) -> jnp.ndarray:
+    mean = jnp.asarray(self.mean, x.dtype)
+    std = jnp.asarray(self.std, x.dtype)
     return (x - mean) / std
 
 

@@ -93,6 +93,14 @@ def markdown(report: dict[str, Any]) -> str:
         f" | {f(mia)} | {f(100 * row['evaluation']['h_mean'])} | "
         f"{f(row.get('tow'), '{:.4f}')} | {f(row.get('avg_gap'))} | "
         f"{f(row.get('wall_seconds'), '{:.1f}')} |")
+  methods = [(n, r['method']) for n, r in report['models'].items() if 'method' in r]
+  if methods:
+    lines += ['', '| method | data read | lr (source) | epochs | what it does |',
+              '|---|---|---|---|---|']
+    for name, m in methods:
+      lr = '—' if m['lr'] is None else f"{m['lr']:g}"
+      lines.append(f"| {name} | {m['data']} | {lr} ({m['lr_source']}) | "
+                   f"{m['epochs']} | {m['description']} |")
   lines += ['', 'Accuracies in %. MIA member rate: fraction (%) of forget-class training '
             'examples the attack calls "member" (lower = more forgotten; MIA-efficacy = '
             '100 − it). ToW/Avg. Gap are relative to the retrain row.']
@@ -125,6 +133,13 @@ def _plots(ctx: RunContext, report: dict[str, Any]) -> None:
   plots.plot_per_class(per_class, run['forget_classes'],
                        os.path.join(out, 'per_class_accuracy.png'),
                        f'Per-class test accuracy — {what}')
+  compared = [n for n, r in models.items() if 'method' in r]
+  if len(compared) > 1:
+    plots.plot_method_comparison(
+        [{'method': n, 'test_forget': models[n]['evaluation']['accuracy']['test_forget'],
+          'test_remain': models[n]['evaluation']['accuracy']['test_remain'],
+          'mia_confidence': _mia_conf(models[n])} for n in models],
+        os.path.join(out, 'method_comparison.png'), f'Unlearning methods — {what}')
   method = run['method']
   if method in models:
     plots.plot_confusion(np.array(models[method]['evaluation']['confusion_test']),

@@ -8,7 +8,7 @@ tests), 'label' (int32) and, for evaluation, 'mask' (bool; False on padding).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,14 @@ def apply_model(graphdef: nnx.GraphDef, variables: ModelVars, images: jnp.ndarra
 
 
 def _apply_gradients(state: TrainState, grads, batch_stats,
-                     tx: optax.GradientTransformation) -> TrainState:
+                     tx: optax.GradientTransformation, update_mask=None) -> TrainState:
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if update_mask is not None:
+    # Select rather than multiply: masked parameters stay bit-identical (momentum
+    # and weight decay would otherwise move them, and −0.0 + 0.0 flips a sign bit).
+    params = jax.tree.map(lambda m, new, old: jnp.where(m, new, old), update_mask, params,
+                          state.params)
   return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                     opt_state=opt_state)
 
@@ -60,8 +65,13 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 
-# An unlearning objective: (student_logits, teacher_logits, labels) -> loss.
-Objective = Callable[[jnp.ndarray, Optional[jnp.ndarray], jnp.ndarray], jnp.ndarray]
+# An unlearning objective: (student_logits, aux, labels) -> loss, where aux is what
+# the method's `prepare` returned (by default: the teacher's logits on the batch).
+Objective = Callable[[jnp.ndarray, Any, jnp.ndarray], jnp.ndarray]
+# A method's input preparation, run without gradient before the student forward:
+# (teacher_fn, pixels, batch, rng) -> (student_pixels, aux). teacher_fn maps [0, 1]
+# pixel-space images to the frozen teacher's logits (eval mode).
+Prepare = Callable[[Callable, jnp.ndarray, dict, jax.Array], tuple[jnp.ndarray, Any]]
 
 
 def delete_objective(mask_mode: str = 'label', temperature: float = 1.0,
@@ -76,38 +86,56 @@ def delete_objective(mask_mode: str = 'label', temperature: float = 1.0,
   return objective
 
 
+def teacher_logits_prepare(teacher_fn, pixels, batch, rng):
+  """The default preparation: the student sees the batch, aux = teacher logits."""
+  del batch, rng
+  return pixels, (None if teacher_fn is None else teacher_fn(pixels))
+
+
 def unlearn_step(state: TrainState, teacher: Optional[ModelVars], batch: dict,
                  rng: jax.Array, *, graphdef: nnx.GraphDef,
                  tx: optax.GradientTransformation, preprocess: Preprocess,
-                 objective: Objective, bn_mode: str = 'train',
-                 augment: bool = True) -> tuple[TrainState, dict]:
-  """One unlearning step (SPEC §2 for DELETE).
+                 objective: Objective, bn_mode: str = 'train', augment: bool = True,
+                 prepare: Optional[Prepare] = None, update_mask: Any = None,
+                 student_graphdef: Optional[nnx.GraphDef] = None) -> tuple[TrainState, dict]:
+  """One unlearning step (SPEC §2 for DELETE; §5 for the baselines).
 
-  The teacher (frozen original) runs in eval mode without gradient; the student
-  runs with BatchNorm in train mode (`bn_mode='train'`, published; running
-  statistics are updated from the batch) or eval mode (`bn_mode='frozen'`).
-  Teacher and student see the same augmented batch.
+  The teacher (frozen original, or whatever network the method names) runs in eval
+  mode without gradient; the student runs with BatchNorm in train mode
+  (`bn_mode='train'`, published; running statistics are updated from the batch) or
+  eval mode (`bn_mode='frozen'`). Teacher and student see the same augmented batch.
+  `update_mask` (a bool pytree like the params) freezes parameters bit-exactly
+  (SalUn). `student_graphdef` lets the student's graph differ from the teacher's
+  (boundary expanding adds an output).
   """
   if bn_mode not in BN_MODES:
     raise ValueError(f'unknown bn_mode {bn_mode!r}; choose one of {BN_MODES}')
   rng = jax.random.fold_in(rng, state.step)
-  images = preprocess(batch['image'], rng, augment=augment)
+  aug_key, method_key = jax.random.split(rng)
+  pixels = preprocess.pixels(batch['image'], aug_key, augment=augment)
   labels = batch['label']
-  teacher_logits = None
+  teacher_fn = None
   if teacher is not None:
-    teacher_logits, _ = apply_model(graphdef, teacher, images, train=False)
-    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    def teacher_fn(x):
+      logits, _ = apply_model(graphdef, teacher, preprocess.normalize(x), train=False)
+      return jax.lax.stop_gradient(logits)
+  student_pixels, aux = (prepare or teacher_logits_prepare)(teacher_fn, pixels, batch,
+                                                            method_key)
+  student_pixels = jax.lax.stop_gradient(student_pixels)
+  aux = jax.lax.stop_gradient(aux)
+  student_inputs = preprocess.normalize(student_pixels)
   train_bn = bn_mode == 'train'
+  sgraph = graphdef if student_graphdef is None else student_graphdef
 
   def loss_fn(params):
-    logits, batch_stats = apply_model(graphdef, ModelVars(params, state.batch_stats),
-                                      images, train=train_bn)
-    return objective(logits, teacher_logits, labels), (logits, batch_stats)
+    logits, batch_stats = apply_model(sgraph, ModelVars(params, state.batch_stats),
+                                      student_inputs, train=train_bn)
+    return objective(logits, aux, labels), (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  new_state = _apply_gradients(state, grads, batch_stats, tx)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+  new_state = _apply_gradients(state, grads, batch_stats, tx, update_mask)
+  accuracy = jnp.mean(jnp.argmax(logits[:labels.shape[0]], -1) == labels)
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 

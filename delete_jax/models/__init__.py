@@ -31,3 +31,35 @@ def create_model(name: str, num_classes: int, image_shape: tuple[int, int, int],
     raise UserError(f'unknown model {name!r}: choose one of {", ".join(MODEL_NAMES)} '
                     '(config.model)')
   return _REGISTRY[name](num_classes, tuple(image_shape), nnx.Rngs(seed))
+
+
+# Where each architecture's output layer lives in its params (a Linear: kernel [in, C], bias [C]).
+HEADS = {'cnn': 'fc2', 'resnet18_cifar': 'fc', 'resnet18': 'fc'}
+
+
+def head_name(name: str) -> str:
+  if name not in HEADS:
+    raise UserError(f'model {name!r} declares no output layer for head surgery')
+  return HEADS[name]
+
+
+def expand_head(params: dict, head: str, extra_kernel_column, extra_bias=0.0) -> dict:
+  """Params with one more output: a new kernel column and bias entry (boundary expand)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  out = dict(params)
+  layer = dict(params[head])
+  layer['kernel'] = jnp.concatenate([layer['kernel'], extra_kernel_column[:, None]], axis=1)
+  layer['bias'] = jnp.concatenate([layer['bias'], jnp.full((1,), extra_bias,
+                                                           layer['bias'].dtype)])
+  out[head] = layer
+  return out
+
+
+def prune_head(params: dict, head: str, num_classes: int) -> dict:
+  """Drops outputs beyond `num_classes` (undoes `expand_head`)."""
+  out = dict(params)
+  layer = dict(params[head])
+  layer['kernel'] = layer['kernel'][:, :num_classes]
+  layer['bias'] = layer['bias'][:num_classes]
+  out[head] = layer
+  return out
