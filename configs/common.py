@@ -98,6 +98,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1024     # padded with a mask: every example counts once
 
+  # Relearn time: SGD steps of fine-tuning on a fixed forget subset until test-forget
+  # accuracy regains `fraction` of the original's (None in the report if never).
+  c.relearn = ml_collections.ConfigDict()
+  c.relearn.enabled = True
+  c.relearn.num_examples = 64
+  c.relearn.lr = 0.01
+  c.relearn.fraction = 0.9
+  c.relearn.max_steps = 100
+
   # Checkpoint every k steps inside an epoch (0 = at epoch ends only). A rerun of the
   # same command resumes from the latest checkpoint.
   c.checkpoint_every_steps = 0

@@ -19,6 +19,7 @@ from delete_jax.context import RunContext, build_context
 from delete_jax.errors import UserError
 from delete_jax.methods import get_method
 from delete_jax.evaluation.evaluate import evaluate_model, four_accuracies
+from delete_jax.evaluation.relearn import relearn_time
 from delete_jax.metric_writers import MetricWriter
 from delete_jax.report import build_report, write_report
 
@@ -90,11 +91,28 @@ def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any
                        'lr_source': meta.get('lr_source'), 'epochs': meta.get('epochs'),
                        'description': method.description}
     rows[name] = row
+  if ctx.config.relearn.enabled:
+    _add_relearn_times(ctx, rows, models)
   report = build_report(ctx, rows)
   text = write_report(ctx, report)
   if ctx.is_host0():
     print(text, flush=True)
   return report
+
+
+def _add_relearn_times(ctx: RunContext, rows: dict, models: list) -> None:
+  """Relearn time of every model but the original, and its ratio to Retrain's."""
+  target = ctx.config.relearn.fraction * rows['original']['evaluation']['accuracy']['test_forget']
+  for name, variables, _ in models:
+    if name == 'original':
+      continue
+    logging.info('relearn time of %s (target test-forget %.2f%%)', name, target)
+    rows[name]['relearn'] = relearn_time(ctx, variables, target)
+  ref = rows.get('retrain', {}).get('relearn', {}).get('steps')
+  for name, row in rows.items():
+    steps = row.get('relearn', {}).get('steps')
+    if ref and steps is not None and name != 'retrain':
+      row['relearn']['ratio_to_retrain'] = steps / ref
 
 
 def _check_workdir(workdir: str) -> None:

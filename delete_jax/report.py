@@ -78,8 +78,8 @@ def markdown(report: dict[str, Any]) -> str:
       f"process(es); seed {run['seed']}; MIA: SVC, compat={run['mia']['compat']}",
       '',
       '| model | train-forget | train-remain | test-forget | test-remain | MIA member rate '
-      '(confidence) | H-mean | ToW | Avg. Gap | wall (s) |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      '(confidence) | H-mean | ToW | Avg. Gap | relearn steps | wall (s) |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for name, row in report['models'].items():
     acc = row['evaluation']['accuracy']
@@ -92,7 +92,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| {name} | " + ' | '.join(f'{acc[k]:.2f}' for k in _ACC_KEYS) +
         f" | {f(mia)} | {f(100 * row['evaluation']['h_mean'])} | "
         f"{f(row.get('tow'), '{:.4f}')} | {f(row.get('avg_gap'))} | "
-        f"{f(row.get('wall_seconds'), '{:.1f}')} |")
+        f"{_relearn_cell(row)} | {f(row.get('wall_seconds'), '{:.1f}')} |")
+  lines += _mia_lines(report)
   methods = [(n, r['method']) for n, r in report['models'].items() if 'method' in r]
   if methods:
     lines += ['', '| method | data read | lr (source) | epochs | what it does |',
@@ -103,8 +104,40 @@ def markdown(report: dict[str, Any]) -> str:
                    f"{m['epochs']} | {m['description']} |")
   lines += ['', 'Accuracies in %. MIA member rate: fraction (%) of forget-class training '
             'examples the attack calls "member" (lower = more forgotten; MIA-efficacy = '
-            '100 − it). ToW/Avg. Gap are relative to the retrain row.']
+            '100 − it). ToW/Avg. Gap are relative to the retrain row. Relearn steps: SGD '
+            'steps of fine-tuning on a fixed forget subset until test-forget accuracy '
+            'regains the configured fraction of the original\'s.']
   return '\n'.join(lines) + '\n'
+
+
+def _relearn_cell(row: dict) -> str:
+  r = row.get('relearn')
+  if not r:
+    return '—'
+  if r['steps'] is None:
+    return f"> {r['max_steps']}"
+  ratio = r.get('ratio_to_retrain')
+  return f"{r['steps']}" + ('' if ratio is None else f' ({ratio:.2f}× retrain)')
+
+
+def _mia_lines(report: dict[str, Any]) -> list[str]:
+  """Every attack feature: member rate and MIA-efficacy, per model."""
+  names = [n for n, r in report['models'].items() if 'mia' in r['evaluation']]
+  if not names:
+    return []
+  first = report['models'][names[0]]['evaluation']['mia']
+  feats = list(first['features'])
+  lines = ['', f"SVC membership inference (compat={first['compat']}; shadow members "
+           f"{first['shadow_members']} remaining-class training examples, non-members "
+           f"{first['shadow_nonmembers']} test-remain, targets {first['targets']} forget-class "
+           'training examples): member rate % / MIA-efficacy %', '',
+           '| model | ' + ' | '.join(feats) + ' |', '|---|' + '---|' * len(feats)]
+  for n in names:
+    fs = report['models'][n]['evaluation']['mia']['features']
+    lines.append(f'| {n} | ' + ' | '.join(
+        f"{100 * fs[k]['member_rate']:.2f} / {100 * fs[k]['mia_efficacy']:.2f}" for k in feats)
+                 + ' |')
+  return lines
 
 
 def write_report(ctx: RunContext, report: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ tests), 'label' (int32) and, for evaluation, 'mask' (bool; False on padding).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -24,8 +25,13 @@ BN_MODES = ('train', 'frozen')
 
 def apply_model(graphdef: nnx.GraphDef, variables: ModelVars, images: jnp.ndarray,
                 *, train: bool) -> tuple[jnp.ndarray, dict]:
-  """Runs the model; returns logits and (in train mode) updated BatchNorm stats."""
-  model = nnx.merge(graphdef, variables.params, variables.batch_stats)
+  """Runs the model; returns logits and (in train mode) updated BatchNorm stats.
+
+  Variables are converted to jax arrays first: BatchNorm writes its running
+  statistics in place, which must never reach a caller's numpy arrays.
+  """
+  as_jax = functools.partial(jax.tree.map, jnp.asarray)
+  model = nnx.merge(graphdef, as_jax(variables.params), as_jax(variables.batch_stats))
   logits = model(images, train=train)
   if not train:
     return logits, variables.batch_stats

@@ -139,3 +139,12 @@ def test_delete_objective_all_forget_binds_mask():
   # With classes 0 and 1 masked the target is one-hot on class 2: loss = −log q₂ = log 3.
   assert float(obj(s, t, jnp.array([0]))) == pytest.approx(float(jnp.log(3.0)), rel=1e-6)
   assert float(losses.delete_loss(s, t, jnp.array([0]))) != pytest.approx(float(jnp.log(3.0)))
+
+
+def test_apply_model_never_writes_into_caller_numpy_arrays():
+  graphdef, variables, batch = _setup()
+  host = jax.tree.map(np.array, variables)
+  before = jax.tree.map(np.copy, host)
+  apply_model(graphdef, host, batch['image'].astype(jnp.float32) / 255.0, train=True)
+  for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(a, b)
