@@ -70,7 +70,11 @@ def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any
   """Evaluates the original, retrain (if present) and each finished method."""
   rows: dict[str, dict] = {}
   original = original_vars(ctx, train_if_missing=False)
-  models = [('original', original, train_lib.stage_checkpoints(ctx, 'original').read_meta())]
+  if ctx.config.init_checkpoint:
+    original_meta = {'init_checkpoint': ctx.config.init_checkpoint}
+  else:
+    original_meta = train_lib.stage_checkpoints(ctx, 'original').read_meta()
+  models = [('original', original, original_meta)]
   if train_lib.is_complete(ctx, 'retrain'):
     models.append(('retrain', train_lib.load_kept_variables(ctx, 'retrain'),
                    train_lib.stage_checkpoints(ctx, 'retrain').read_meta()))

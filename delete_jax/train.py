@@ -11,6 +11,7 @@ import functools
 import logging
 
 import jax
+import numpy as np
 
 from delete_jax import config_lib, parallel
 from delete_jax.checkpointing import StageCheckpoints
@@ -43,6 +44,9 @@ def train(ctx: RunContext, stage: str = 'original', stop_at_step: int | None = N
   """
   if stage not in STAGES:
     raise ValueError(f'unknown training stage {stage!r}')
+  if stage == 'original' and ctx.config.init_checkpoint:
+    return load_init_checkpoint(ctx), {'complete': True, 'wall_seconds': 0.0,
+                                       'init_checkpoint': ctx.config.init_checkpoint}
   cfg = ctx.config.train
   parallel.check_batch_size(cfg.batch_size, ctx.mesh, 'config.train.batch_size')
   if stage == 'original':
@@ -101,8 +105,31 @@ def train(ctx: RunContext, stage: str = 'original', stop_at_step: int | None = N
   return load_kept_variables(ctx, stage), record
 
 
+def load_init_checkpoint(ctx: RunContext) -> ModelVars:
+  """The original model from `config.init_checkpoint` (python -m delete_jax.convert)."""
+  from delete_jax import convert  # pylint: disable=g-import-not-at-top
+  variables, meta = convert.load_converted(ctx.config.init_checkpoint)
+  expected = {'arch': ctx.config.model, 'num_classes': ctx.dataset.num_classes}
+  for key, want in expected.items():
+    if meta.get(key) != want:
+      raise UserError(f'config.init_checkpoint {ctx.config.init_checkpoint} holds {key}='
+                      f'{meta.get(key)!r} but this run needs {want!r}: convert with '
+                      'the matching --arch/classes or change the config')
+  shapes_ok = all(np.shape(a) == np.shape(b) for a, b in zip(
+      jax.tree.leaves(variables), jax.tree.leaves(ctx.init_vars)))
+  if not shapes_ok or len(jax.tree.leaves(variables)) != len(jax.tree.leaves(ctx.init_vars)):
+    raise UserError(f'config.init_checkpoint {ctx.config.init_checkpoint} does not fit '
+                    f'{ctx.config.model} on {ctx.dataset.name} inputs: convert with the '
+                    'matching --image-shape')
+  dtypes = jax.tree.map(lambda x: x.dtype, ctx.init_vars)
+  variables = jax.tree.map(lambda x, d: np.asarray(x).astype(d), variables, dtypes)
+  return parallel.put_replicated(variables, ctx.mesh)
+
+
 def load_kept_variables(ctx: RunContext, stage: str) -> ModelVars:
   """The kept (best-epoch) variables of a completed training stage."""
+  if stage == 'original' and ctx.config.init_checkpoint:
+    return load_init_checkpoint(ctx)
   best = best_checkpoints(ctx, stage)
   if best.latest_step() is None:
     checkpoints = stage_checkpoints(ctx, stage)
@@ -119,5 +146,7 @@ def load_kept_variables(ctx: RunContext, stage: str) -> ModelVars:
 
 
 def is_complete(ctx: RunContext, stage: str) -> bool:
+  if stage == 'original' and ctx.config.init_checkpoint:
+    return True
   meta = stage_checkpoints(ctx, stage).check_compatible()
   return bool(meta and meta.get('complete'))

@@ -150,3 +150,21 @@ def test_cli_prints_one_line_error_and_exit_code(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith('error: unknown dataset')
+
+
+def test_converted_checkpoint_serves_as_original(all_run, tmp_path):
+  from delete_jax import convert  # pylint: disable=g-import-not-at-top
+  workdir, report = all_run
+  ctx = build_context(small_config(), workdir)
+  original = train_lib.load_kept_variables(ctx, 'original')
+  convert.save_converted(jax.tree.map(np.asarray, original), str(tmp_path / 'conv'), 'cnn',
+                         10, (8, 8, 1))
+  fresh = str(tmp_path / 'run')
+  again = pipeline.run(small_config(mode='unlearn', init_checkpoint=str(tmp_path / 'conv'),
+                                    **{'mia.enabled': False, 'relearn.enabled': False}), fresh)
+  assert again['models']['original']['evaluation']['accuracy'] == \
+      report['models']['original']['evaluation']['accuracy']
+  assert not os.path.exists(os.path.join(fresh, 'original'))  # nothing trained
+  with pytest.raises(UserError, match='arch'):
+    pipeline.run(small_config(mode='unlearn', model='resnet18_cifar',
+                              init_checkpoint=str(tmp_path / 'conv')), fresh)
