@@ -126,24 +126,20 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
                     f'use a multiple of {n}')
 
 
-def process_rows(global_rows: int, mesh: Mesh) -> slice:
+def process_rows(global_rows: int, mesh: Mesh) -> np.ndarray:
   """The rows of a data-sharded global batch that this process's devices hold.
 
   Read from the sharding rather than assumed from the process index, so any
-  device order of the mesh works. The rows are contiguous on every mesh
-  `jax.make_mesh` builds (each process's devices are adjacent); anything else is
-  refused.
+  device order of the mesh works: the rows are the process's shards in
+  increasing order, which is the layout `jax.make_array_from_process_local_data`
+  expects of the local data (on `jax.make_mesh` meshes, one contiguous range).
   """
   if jax.process_count() == 1:
-    return slice(0, global_rows)
+    return np.arange(global_rows)
   index_map = data_sharded(mesh).addressable_devices_indices_map((global_rows,))
-  starts = sorted({idx[0].start or 0 for idx in index_map.values()})
-  stops = sorted({global_rows if idx[0].stop is None else idx[0].stop
-                  for idx in index_map.values()})
-  if any(a != b for a, b in zip(stops[:-1], starts[1:])):
-    raise ValueError('this process holds non-contiguous rows of the data axis; '
-                     'build the mesh with jax.make_mesh')
-  return slice(starts[0], stops[-1])
+  blocks = sorted({(idx[0].start or 0, global_rows if idx[0].stop is None else idx[0].stop)
+                   for idx in index_map.values()})
+  return np.concatenate([np.arange(start, stop) for start, stop in blocks])
 
 
 def _is_key(x: Any) -> bool:
@@ -177,16 +173,36 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
 def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Builds a global batch from full host arrays that every process holds.
 
-  Each process transfers only its own rows (`process_rows`). A batch whose size
-  the devices cannot split (the last, partial batch of an epoch) is replicated
-  instead: every device then computes the whole small batch, which is the same
-  function.
+  Sharded along 'data'; replicated when the devices cannot split it (see
+  `gather_batch`, which this is with the rows already in memory).
   """
   n = next(iter(batch.values())).shape[0]
-  if n % mesh.devices.size:
-    return put_replicated(batch, mesh)
-  rows = process_rows(n, mesh)
-  return put_local_batch({k: v[rows] for k, v in batch.items()}, mesh, n)
+  if jax.process_count() == 1:
+    return jax.device_put(batch, replicated(mesh) if n % mesh.devices.size
+                          else data_sharded(mesh))
+  return gather_batch(n, lambda rows: {k: v[rows] for k, v in batch.items()}, mesh)
+
+
+def gather_batch(global_rows: int, gather: Callable[[np.ndarray], dict[str, np.ndarray]],
+                 mesh: Mesh) -> dict[str, jax.Array]:
+  """Builds a global batch of `global_rows` rows, reading only this process's rows.
+
+  Args:
+    global_rows: rows of the global batch.
+    gather: `gather(rows)` returns host arrays holding rows `rows` (positions in
+      the global batch, an int array) of every field; a data pipeline reads only
+      those.
+    mesh: device mesh.
+
+  Returns:
+    The global batch: sharded along 'data', or replicated (every process then
+    gathers all rows) when the devices cannot split `global_rows`, as for the
+    last, partial batch of an epoch; every device then computes the whole small
+    batch, which is the same function.
+  """
+  if global_rows % mesh.devices.size:
+    return put_replicated(gather(np.arange(global_rows)), mesh)
+  return put_local_batch(gather(process_rows(global_rows, mesh)), mesh, global_rows)
 
 
 def put_local_batch(local: dict[str, np.ndarray], mesh: Mesh,
