@@ -79,6 +79,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.unlearn.bad_teacher_temperature = 1.0
   c.unlearn.salun_fraction = 0.5        # SalUn: fraction of weights trained
   c.unlearn.rl_exclude_true = False     # random label: never draw the true class
+  c.unlearn.scrub_max_epochs = 2        # SCRUB: epochs that include max steps (msteps)
+  c.unlearn.scrub_alpha = 0.001         # SCRUB min step: α·KD + γ·CE
+  c.unlearn.scrub_gamma = 0.99
+  c.unlearn.scrub_temperature = 4.0     # SCRUB distillation temperature (T² scaled)
+  c.unlearn.scrub_remain_size = 0       # SCRUB remaining subset size (0 = all)
   c.unlearn.fisher_alpha = 1e-7         # Fisher forgetting noise scale
   # 'expected' (published: Σ_y p(y|x)·grad², C backward passes per example) or
   # 'empirical' (true label only; our cheaper option).
@@ -89,9 +94,9 @@ def get_config() -> ml_collections.ConfigDict:
   # learning rate × lr_scale (one factor for all, no per-method tuning) unless
   # compare.lr.<method> ≥ 0; epochs = unlearn.epochs unless compare.epochs.<method> ≥ 0.
   c.compare = ml_collections.ConfigDict()
-  c.compare.methods = 'delete,ft,ga,rl,salun,bs,be,bad_teacher,l2ul,fisher'
+  c.compare.methods = 'delete,ft,ga,rl,salun,bs,be,bad_teacher,scrub,l2ul,fisher'
   c.compare.lr_scale = 1.0
-  names = ('ft', 'ga', 'rl', 'salun', 'bs', 'be', 'bad_teacher', 'l2ul', 'fisher')
+  names = ('ft', 'ga', 'rl', 'salun', 'bs', 'be', 'bad_teacher', 'scrub', 'l2ul', 'fisher')
   c.compare.lr = ml_collections.ConfigDict({n: -1.0 for n in names})
   c.compare.epochs = ml_collections.ConfigDict({n: -1 for n in names})
 

@@ -37,6 +37,9 @@ class LoopSpec:
     seed: run seed; the order of epoch e is a function of (seed, name, e).
     log_every_steps: cadence of progress lines.
     checkpoint_every_steps: 0 = checkpoint at epoch ends only.
+    batch_plan: optional `plan(epoch) -> list of index batches` replacing the
+      default (shuffle `indices`, cut into batches); must be deterministic in
+      `epoch` so that a resumed run sees the same batches (SCRUB's phases).
   """
   name: str
   images: np.ndarray
@@ -47,10 +50,18 @@ class LoopSpec:
   seed: int
   log_every_steps: int = 100
   checkpoint_every_steps: int = 0
+  batch_plan: Optional[Callable[[int], list]] = None
 
   @property
   def steps_per_epoch(self) -> int:
-    return math.ceil(len(self.indices) / self.batch_size)
+    """Steps of the first epoch (all epochs, without a batch_plan)."""
+    return len(self.batches(0))
+
+  def batches(self, epoch: int) -> list:
+    if self.batch_plan is not None:
+      return self.batch_plan(epoch)
+    order = epoch_order(self, epoch)
+    return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
 
 def epoch_order(spec: LoopSpec, epoch: int) -> np.ndarray:
@@ -86,8 +97,10 @@ def run_epochs(spec: LoopSpec, state: Any, step_fn: Callable, rng: jax.Array, *,
   Returns:
     The final state and record (record['complete'] is True when all epochs ran).
   """
-  steps_per_epoch = spec.steps_per_epoch
-  total = spec.epochs * steps_per_epoch
+  epoch_steps = [len(spec.batches(e)) for e in range(spec.epochs)] if spec.batch_plan else \
+      [spec.steps_per_epoch] * spec.epochs
+  epoch_ends = np.cumsum(epoch_steps)
+  total = int(epoch_ends[-1]) if spec.epochs else 0
   step = int(record.get('step', 0))
   record.setdefault('history', [])
   t_start = time.time()
@@ -98,20 +111,21 @@ def run_epochs(spec: LoopSpec, state: Any, step_fn: Callable, rng: jax.Array, *,
     record['wall_seconds'] = wall_base + time.time() - t_start
     checkpoints.save(record['step'], state, record)
 
-  order, order_epoch = None, -1
+  batches, batches_epoch = None, -1
   pending = None
   while step < total:
-    epoch, i = divmod(step, steps_per_epoch)
-    if order_epoch != epoch:
-      order, order_epoch = epoch_order(spec, epoch), epoch
-    idx = order[i * spec.batch_size:(i + 1) * spec.batch_size]
+    epoch = int(np.searchsorted(epoch_ends, step, side='right'))
+    i = step - (int(epoch_ends[epoch - 1]) if epoch else 0)
+    if batches_epoch != epoch:
+      batches, batches_epoch = spec.batches(epoch), epoch
+    idx = batches[i]
     host = {'image': spec.images[idx], 'label': spec.labels[idx]}
     if extra_batch is not None:
       host.update(extra_batch(idx))
     state, metrics = step_fn(state, parallel.put_batch(host, mesh), rng)
     step += 1
     pending = metrics
-    end_of_epoch = step % steps_per_epoch == 0
+    end_of_epoch = step == int(epoch_ends[epoch])
     if step % spec.log_every_steps == 0 or end_of_epoch or step == total:
       values = {k: float(v) for k, v in parallel.to_host(pending).items()}
       if not all(math.isfinite(v) for v in values.values()):
@@ -128,7 +142,7 @@ def run_epochs(spec: LoopSpec, state: Any, step_fn: Callable, rng: jax.Array, *,
       if writer is not None:
         writer.write_scalars(step, {f'{spec.name}/{k}': v for k, v in values.items()})
     record['step'] = step
-    record['epoch'] = step // steps_per_epoch
+    record['epoch'] = epoch + 1 if end_of_epoch else epoch
     if end_of_epoch and on_epoch_end is not None:
       on_epoch_end(epoch + 1, state, record)
     if end_of_epoch or (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0):

@@ -90,8 +90,10 @@ def unlearn(ctx: RunContext, original: ModelVars, *, method_name: str | None = N
   method = get_method(method_name or cfg.method)
   hp = method_hparams(ctx.config, method.name)
   parallel.check_batch_size(cfg.batch_size, ctx.mesh, 'config.unlearn.batch_size')
-  indices = ctx.split.train_forget if method.data == 'forget' else ctx.split.train_remain
-  if len(indices) == 0:
+  indices = {'forget': ctx.split.train_forget, 'remain': ctx.split.train_remain,
+             'forget+remain': np.concatenate([ctx.split.train_forget,
+                                              scrub_remain_subset(ctx)])}[method.data]
+  if len(ctx.split.train_forget) == 0 or len(indices) == 0:
     raise UserError(f'the {method.data} set of forget classes {ctx.split.forget_classes} '
                     'is empty: choose classes that have training examples')
   check_data_access(method, indices, ctx.split)
@@ -112,6 +114,8 @@ def unlearn(ctx: RunContext, original: ModelVars, *, method_name: str | None = N
                   batch_size=cfg.batch_size, epochs=hp['epochs'], seed=ctx.config.seed,
                   log_every_steps=ctx.config.log_every_steps,
                   checkpoint_every_steps=ctx.config.checkpoint_every_steps)
+  if method.data == 'forget+remain':
+    spec.batch_plan = functools.partial(_scrub_plan, spec, ctx, scrub_remain_subset(ctx))
   tx = make_sgd(hp['lr'], cfg.momentum, 0.0)
   state = parallel.put_replicated(create_train_state(start, tx), ctx.mesh)
   if checkpoints.check_compatible() is not None:
@@ -141,6 +145,10 @@ def unlearn(ctx: RunContext, original: ModelVars, *, method_name: str | None = N
   if method.random_labels:
     table = random_labels(ctx, cfg.rl_exclude_true)
     extra_batch = lambda idx: {'random_label': table[idx]}  # pylint: disable=unnecessary-lambda-assignment
+  if method.data == 'forget+remain':
+    is_forget = np.zeros(len(ctx.dataset.train_labels), np.int32)
+    is_forget[ctx.split.train_forget] = 1
+    extra_batch = lambda idx: {'phase': is_forget[idx]}  # pylint: disable=unnecessary-lambda-assignment
   jitted = parallel.jit_step(functools.partial(
       unlearn_step, graphdef=ctx.graphdef, tx=tx, preprocess=ctx.preprocess,
       objective=objective, prepare=prepare, bn_mode=cfg.bn, augment=cfg.augment,
@@ -169,6 +177,29 @@ def unlearn(ctx: RunContext, original: ModelVars, *, method_name: str | None = N
                              record=record, writer=writer, on_epoch_end=on_epoch_end,
                              extra_batch=extra_batch, stop_at_step=stop_at_step)
   return _finish(ctx, method, state.vars), record
+
+
+def scrub_remain_subset(ctx: RunContext) -> np.ndarray:
+  """SCRUB's remaining data: a seeded subset of config.unlearn.scrub_remain_size (0 = all)."""
+  remain = ctx.split.train_remain
+  size = ctx.config.unlearn.scrub_remain_size
+  if not size or size >= len(remain):
+    return remain
+  rng = np.random.default_rng([ctx.config.seed, 10])
+  return np.sort(rng.choice(remain, size, replace=False))
+
+
+def _scrub_plan(spec: LoopSpec, ctx: RunContext, remain: np.ndarray, epoch: int) -> list:
+  """SCRUB's epoch: forget batches (max steps) while epoch < scrub_max_epochs, then
+  remain batches (min steps); each shuffled by (seed, epoch), never mixed."""
+  rng = np.random.default_rng([spec.seed, 11, epoch])
+  b = spec.batch_size
+  out = []
+  if epoch < ctx.config.unlearn.scrub_max_epochs:
+    forget = ctx.split.train_forget[rng.permutation(len(ctx.split.train_forget))]
+    out += [forget[i:i + b] for i in range(0, len(forget), b)]
+  rem = remain[rng.permutation(len(remain))]
+  return out + [rem[i:i + b] for i in range(0, len(rem), b)]
 
 
 def _model_shape(ctx: RunContext) -> tuple[int, int, int]:

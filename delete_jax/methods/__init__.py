@@ -22,7 +22,7 @@ from delete_jax.errors import UserError
 from delete_jax.methods import adversarial
 from delete_jax.steps import Objective, Prepare, delete_objective
 
-DATA_ACCESS = ('forget', 'remain')
+DATA_ACCESS = ('forget', 'remain', 'forget+remain')
 TEACHERS = (None, 'original', 'random')
 
 
@@ -39,7 +39,9 @@ class Method:
 
   Attributes:
     name: registry name.
-    data: what its loop reads: 'forget' (forget set only) or 'remain' (remaining set).
+    data: what its loop reads: 'forget' (forget set only), 'remain' (remaining
+      set) or 'forget+remain' (both; SCRUB reads a seeded remaining subset of
+      config.unlearn.scrub_remain_size examples, 0 = all).
     teacher: None, 'original' (the frozen original) or 'random' (a freshly
       initialised network of the same architecture).
     default_lr: published CIFAR-10 ResNet-18 learning rate.
@@ -133,6 +135,29 @@ def _l2ul(cfg, info):
   return (lambda s, aux, y: losses.l2ul_loss(s, y, aux, cfg.l2ul_adv_weight)), prepare
 
 
+def _scrub_prepare(teacher_fn, pixels, batch, rng):
+  del rng
+  return pixels, (teacher_fn(pixels), batch['phase'])
+
+
+def _scrub(cfg, info):
+  """SCRUB (Kurmanji et al., 2023): max steps on forget, min steps on remain.
+
+  A batch is all-forget (phase 1: maximise the distillation loss to the original)
+  or all-remain (phase 0: α·KD + γ·CE); the batch plan alternates them.
+  """
+  del info
+  t = cfg.scrub_temperature
+
+  def objective(s, aux, y):
+    teacher_logits, phase = aux
+    kd = losses.distillation_loss(s, teacher_logits, t) * t ** 2
+    minimise = cfg.scrub_alpha * kd + cfg.scrub_gamma * losses.cross_entropy(s, y)
+    return jnp.where(phase[0] == 1, -kd, minimise)
+
+  return objective, _scrub_prepare
+
+
 def _no_objective(cfg, info):
   del cfg, info
   return None, None
@@ -164,6 +189,10 @@ REGISTRY: dict[str, Method] = {m.name: m for m in [
     Method('l2ul', 'forget', 'original', 1e-5, _l2ul,
            'L2UL: −CE + 0.1·CE on targeted L2-PGD examples of the original',
            hparams=('l2ul_epsilon', 'l2ul_step_size', 'l2ul_iterations', 'l2ul_adv_weight')),
+    Method('scrub', 'forget+remain', 'original', 5e-4, _scrub,
+           'SCRUB: max-min distillation (forget: push away; remain: stay close)',
+           hparams=('scrub_max_epochs', 'scrub_alpha', 'scrub_gamma', 'scrub_temperature',
+                    'scrub_remain_size')),
     Method('fisher', 'remain', None, 0.0, _no_objective,
            'Fisher forgetting: noise scaled by the inverse Fisher diagonal (no training)',
            trains=False, hparams=('fisher_alpha', 'fisher_mode')),
@@ -180,7 +209,9 @@ def get_method(name: str) -> Method:
 def check_data_access(method: Method, indices, split) -> None:
   """Refuses to feed a method data it did not declare (UserError)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  allowed = split.train_forget if method.data == 'forget' else split.train_remain
+  allowed = {'forget': split.train_forget, 'remain': split.train_remain,
+             'forget+remain': np.concatenate([split.train_forget, split.train_remain])
+             }[method.data]
   extra = np.setdiff1d(np.asarray(indices), allowed)
   if len(extra):
     raise UserError(f'method {method.name} declares data={method.data!r} but was given '
