@@ -119,10 +119,16 @@ def run_epochs(spec: LoopSpec, state: Any, step_fn: Callable, rng: jax.Array, *,
     if batches_epoch != epoch:
       batches, batches_epoch = spec.batches(epoch), epoch
     idx = batches[i]
-    host = {'image': spec.images[idx], 'label': spec.labels[idx]}
-    if extra_batch is not None:
-      host.update(extra_batch(idx))
-    state, metrics = step_fn(state, parallel.put_batch(host, mesh), rng)
+
+    def gather(rows, idx=idx):
+      # Each process reads only the rows its devices hold.
+      sub = idx[rows]
+      host = {'image': spec.images[sub], 'label': spec.labels[sub]}
+      if extra_batch is not None:
+        host.update(extra_batch(sub))
+      return host
+
+    state, metrics = step_fn(state, parallel.gather_batch(len(idx), gather, mesh), rng)
     step += 1
     pending = metrics
     end_of_epoch = step == int(epoch_ends[epoch])

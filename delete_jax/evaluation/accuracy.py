@@ -48,8 +48,12 @@ def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
     padded = np.concatenate([idx, np.full(batch_size - real, idx[0] if real else 0,
                                           idx.dtype)])
     mask = np.arange(batch_size) < real
-    batch = {'image': images[padded], 'label': labels[padded].astype(np.int32), 'mask': mask}
-    out = parallel.to_host(fn(variables, parallel.put_batch(batch, mesh),
+
+    def gather(rows, padded=padded, mask=mask):
+      return {'image': images[padded[rows]], 'label': labels[padded[rows]].astype(np.int32),
+              'mask': mask[rows]}
+
+    out = parallel.to_host(fn(variables, parallel.gather_batch(batch_size, gather, mesh),
                               jax.random.fold_in(rng, b)))
     preds.append(out['pred'][:real])
     probs.append(out['prob'][:real])
