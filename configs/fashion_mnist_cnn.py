@@ -29,4 +29,12 @@ def get_config():
   # The attack feature papers report; all five cost ~40 s more here.
   c.mia.features = 'confidence'
   c.log_every_steps = 200
+  # mode=compare: the demo's DELETE lr is 10× the published 1e-4, so every baseline
+  # runs at 10× its published lr too. Methods that read the remaining data are
+  # capped to fit a CPU: fine-tune 2 epochs, SCRUB a 6,000-example remaining subset,
+  # Fisher with the empirical (true-label) diagonal.
+  c.compare.lr_scale = 10.0
+  c.compare.epochs.ft = 2
+  c.unlearn.scrub_remain_size = 6000
+  c.unlearn.fisher_mode = 'empirical'
   return c

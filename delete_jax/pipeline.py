@@ -93,7 +93,8 @@ def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any
       method = get_method(name)
       row['method'] = {'data': method.data, 'lr': meta.get('lr'),
                        'lr_source': meta.get('lr_source'), 'epochs': meta.get('epochs'),
-                       'description': method.description}
+                       'description': method.description,
+                       'settings': {k: ctx.config.unlearn[k] for k in method.hparams}}
     rows[name] = row
   if ctx.config.relearn.enabled:
     _add_relearn_times(ctx, rows, models)

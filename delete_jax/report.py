@@ -96,12 +96,13 @@ def markdown(report: dict[str, Any]) -> str:
   lines += _mia_lines(report)
   methods = [(n, r['method']) for n, r in report['models'].items() if 'method' in r]
   if methods:
-    lines += ['', '| method | data read | lr (source) | epochs | what it does |',
-              '|---|---|---|---|---|']
+    lines += ['', '| method | data read | lr (source) | epochs | own settings | what it does |',
+              '|---|---|---|---|---|---|']
     for name, m in methods:
       lr = '—' if m['lr'] is None else f"{m['lr']:g}"
+      own = ', '.join(f'{k}={v}' for k, v in m.get('settings', {}).items()) or '—'
       lines.append(f"| {name} | {m['data']} | {lr} ({m['lr_source']}) | "
-                   f"{m['epochs']} | {m['description']} |")
+                   f"{m['epochs']} | {own} | {m['description']} |")
   lines += ['', 'Accuracies in %. MIA member rate: fraction (%) of forget-class training '
             'examples the attack calls "member" (lower = more forgotten; MIA-efficacy = '
             '100 − it). ToW/Avg. Gap are relative to the retrain row. Relearn steps: SGD '
