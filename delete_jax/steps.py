@@ -92,6 +92,16 @@ def delete_objective(mask_mode: str = 'label', temperature: float = 1.0,
   return objective
 
 
+def cached_teacher_prepare(teacher_fn, pixels, batch, rng):
+  """aux = teacher logits precomputed once per example (batch['teacher_logits']).
+
+  Valid only without augmentation: the frozen teacher then sees the same input
+  every epoch, so one eval-mode pass replaces a teacher forward per step.
+  """
+  del teacher_fn, rng
+  return pixels, batch['teacher_logits']
+
+
 def teacher_logits_prepare(teacher_fn, pixels, batch, rng):
   """The default preparation: the student sees the batch, aux = teacher logits."""
   del batch, rng
@@ -150,12 +160,12 @@ def predict_step(variables: ModelVars, batch: dict, *, graphdef: nnx.GraphDef,
                  augment: bool = False) -> dict:
   """Eval-mode predictions for one (possibly padded) batch.
 
-  Returns per-example 'pred', 'prob' (softmax) and 'correct'; padding rows are
+  Returns per-example 'pred', 'logits', 'prob' (softmax) and 'correct'; padding rows are
   masked by the caller with batch['mask']. `augment=True` (with an rng) feeds the
   training augmentation, which the published MIA code did.
   """
   images = preprocess(batch['image'], rng, augment=augment)
   logits, _ = apply_model(graphdef, variables, images, train=False)
   pred = jnp.argmax(logits, -1)
-  return {'pred': pred, 'prob': jax.nn.softmax(logits, -1),
+  return {'pred': pred, 'logits': logits, 'prob': jax.nn.softmax(logits, -1),
           'correct': (pred == batch['label']) & batch['mask']}

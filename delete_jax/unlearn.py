@@ -20,7 +20,8 @@ from delete_jax.methods import fisher as fisher_lib
 from delete_jax.methods import salun as salun_lib
 from delete_jax.models import create_model, expand_head, head_name, prune_head
 from delete_jax.state import ModelVars, create_train_state, make_sgd, split_model
-from delete_jax.steps import unlearn_step
+from delete_jax.evaluation import accuracy as acc_lib
+from delete_jax.steps import cached_teacher_prepare, unlearn_step
 
 
 def method_hparams(config, name: str) -> dict:
@@ -149,6 +150,24 @@ def unlearn(ctx: RunContext, original: ModelVars, *, method_name: str | None = N
     is_forget = np.zeros(len(ctx.dataset.train_labels), np.int32)
     is_forget[ctx.split.train_forget] = 1
     extra_batch = lambda idx: {'phase': is_forget[idx]}  # pylint: disable=unnecessary-lambda-assignment
+  if (cfg.cache_teacher and method.teacher == 'original' and prepare is None
+      and not (cfg.augment and ctx.preprocess.augments)):
+    # The teacher is frozen and the inputs never change: one eval pass replaces a
+    # teacher forward per step (equal up to float rounding of batch composition).
+    cached = np.zeros((len(ctx.dataset.train_labels), ctx.dataset.num_classes), np.float32)
+    cached[indices] = acc_lib.predict(
+        original, ctx.dataset.train_images, ctx.dataset.train_labels, indices,
+        graphdef=ctx.graphdef, preprocess=ctx.preprocess,
+        batch_size=ctx.config.eval.batch_size, mesh=ctx.mesh)['logits']
+    teacher, prepare = None, cached_teacher_prepare
+    previous_extra = extra_batch
+
+    def extra_batch(idx):  # pylint: disable=function-redefined
+      out = {'teacher_logits': cached[idx]}
+      if previous_extra is not None:
+        out.update(previous_extra(idx))
+      return out
+    logging.info('[%s] teacher logits computed once (no augmentation)', method.name)
   jitted = parallel.jit_step(functools.partial(
       unlearn_step, graphdef=ctx.graphdef, tx=tx, preprocess=ctx.preprocess,
       objective=objective, prepare=prepare, bn_mode=cfg.bn, augment=cfg.augment,

@@ -33,13 +33,13 @@ def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
             rng: Optional[jax.Array] = None) -> dict[str, np.ndarray]:
   """Predictions for `images[indices]`.
 
-  Returns host arrays 'pred' [n], 'prob' [n, C] (softmax) and 'correct' [n] bool.
+  Returns host arrays 'pred' [n], 'logits' and 'prob' [n, C] and 'correct' [n] bool.
   `augment=True` applies the training augmentation (the published MIA inputs).
   """
   parallel.check_batch_size(batch_size, mesh, 'config.eval.batch_size')
   fn = _jitted_predict(graphdef, preprocess, augment, mesh)
   n = len(indices)
-  preds, probs, correct = [], [], []
+  preds, logits, probs, correct = [], [], [], []
   if rng is None:
     rng = jax.random.key(0)
   for b in range(math.ceil(n / batch_size)):
@@ -56,13 +56,14 @@ def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
     out = parallel.to_host(fn(variables, parallel.gather_batch(batch_size, gather, mesh),
                               jax.random.fold_in(rng, b)))
     preds.append(out['pred'][:real])
+    logits.append(out['logits'][:real])
     probs.append(out['prob'][:real])
     correct.append(out['correct'][:real])
   if not preds:
-    return {'pred': np.zeros((0,), np.int32), 'prob': np.zeros((0, 0), np.float32),
-            'correct': np.zeros((0,), bool)}
-  return {'pred': np.concatenate(preds), 'prob': np.concatenate(probs),
-          'correct': np.concatenate(correct)}
+    return {'pred': np.zeros((0,), np.int32), 'logits': np.zeros((0, 0), np.float32),
+            'prob': np.zeros((0, 0), np.float32), 'correct': np.zeros((0,), bool)}
+  return {'pred': np.concatenate(preds), 'logits': np.concatenate(logits),
+          'prob': np.concatenate(probs), 'correct': np.concatenate(correct)}
 
 
 def accuracy(correct: np.ndarray) -> float:

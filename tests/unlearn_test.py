@@ -1,0 +1,27 @@
+"""The unlearning loop's speed paths compute the same function as the plain path."""
+
+import jax
+import numpy as np
+
+from delete_jax import unlearn as unlearn_lib
+from delete_jax.context import build_context
+from tests.pipeline_test import small_config
+
+
+def test_cached_teacher_logits_match_per_step_teacher(tmp_path, monkeypatch):
+  calls = []
+  real_predict = unlearn_lib.acc_lib.predict
+  monkeypatch.setattr(unlearn_lib.acc_lib, 'predict',
+                      lambda *a, **k: calls.append(1) or real_predict(*a, **k))
+  results = []
+  for cache in (True, False):
+    calls.clear()
+    config = small_config(**{'unlearn.augment': False, 'unlearn.epochs': 2,
+                             'unlearn.cache_teacher': cache})
+    ctx = build_context(config, str(tmp_path / str(cache)))
+    variables, record = unlearn_lib.unlearn(ctx, ctx.init_vars)
+    assert record['complete']
+    assert len(calls) == (1 if cache else 0)  # one teacher pass over the forget set
+    results.append(variables)
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
