@@ -25,3 +25,14 @@ def test_cached_teacher_logits_match_per_step_teacher(tmp_path, monkeypatch):
     results.append(variables)
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_nan_loss_stops_with_one_line_error(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  from delete_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  config = small_config(log_every_steps=1, **{'unlearn.method': 'ga', 'compare.lr.ga': 1e12,
+                                              'unlearn.epochs': 3})
+  ctx = build_context(config, str(tmp_path))
+  with pytest.raises(UserError, match='lower the learning rate') as e:
+    unlearn_lib.unlearn(ctx, ctx.init_vars)
+  assert '\n' not in str(e.value)
