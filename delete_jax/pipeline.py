@@ -41,9 +41,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                           evaluate_fn=lambda v: four_accuracies(ctx, v))
     if mode == 'compare':
       original = original_vars(ctx, writer, train_if_missing=True)
+      failures = {}
       for name in compare_methods(config):
-        unlearn_lib.unlearn(ctx, original, method_name=name, writer=writer)
-      return evaluate(ctx, compare_methods(config))
+        try:
+          unlearn_lib.unlearn(ctx, original, method_name=name, writer=writer)
+        except UserError as e:
+          # One diverging baseline (gradient ascent is unbounded) must not void
+          # the comparison: its row reports the failure instead.
+          logging.warning('[%s] failed: %s', name, e)
+          failures[name] = str(e)
+      return evaluate(ctx, compare_methods(config), failures)
     if mode in ('evaluate', 'all', 'unlearn'):
       return evaluate(ctx)
   return {}
@@ -66,8 +73,13 @@ def original_vars(ctx: RunContext, writer=None, *, train_if_missing: bool):
   return train_lib.load_kept_variables(ctx, 'original')
 
 
-def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any]:
-  """Evaluates the original, retrain (if present) and each finished method."""
+def evaluate(ctx: RunContext, methods: list[str] | None = None,
+             failures: dict[str, str] | None = None) -> dict[str, Any]:
+  """Evaluates the original, retrain (if present) and each finished method.
+
+  `failures` (method → error) become report rows that say why a method has no
+  numbers.
+  """
   rows: dict[str, dict] = {}
   original = original_vars(ctx, train_if_missing=False)
   if ctx.config.init_checkpoint:
@@ -99,6 +111,8 @@ def evaluate(ctx: RunContext, methods: list[str] | None = None) -> dict[str, Any
   if ctx.config.relearn.enabled:
     _add_relearn_times(ctx, rows, models)
   report = build_report(ctx, rows)
+  if failures:
+    report['failed'] = dict(failures)
   text = write_report(ctx, report)
   if ctx.is_host0():
     print(text, flush=True)

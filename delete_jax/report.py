@@ -93,6 +93,8 @@ def markdown(report: dict[str, Any]) -> str:
         f" | {f(mia)} | {f(100 * row['evaluation']['h_mean'])} | "
         f"{f(row.get('tow'), '{:.4f}')} | {f(row.get('avg_gap'))} | "
         f"{_relearn_cell(row)} | {f(row.get('wall_seconds'), '{:.1f}')} |")
+  for name, why in report.get('failed', {}).items():
+    lines.append(f'| {name} | failed: {why} |' + ' |' * 9)
   lines += _mia_lines(report)
   methods = [(n, r['method']) for n, r in report['models'].items() if 'method' in r]
   if methods:

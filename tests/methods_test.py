@@ -150,15 +150,19 @@ def test_data_access_is_enforced(tmp_path):
 def test_compare_runs_every_method_and_boundary_expand_keeps_class_count(tmp_path):
   config = small_config(mode='compare', **{
       'train.epochs': 2, 'unlearn.epochs': 1, 'unlearn.fisher_mode': 'empirical',
-      'compare.lr_scale': 20.0, 'mia.features': 'confidence'})
+      'compare.lr_scale': 20.0, 'mia.features': 'confidence',
+      'compare.lr.ga': 1e12,  # gradient ascent diverges: the comparison goes on
+      'relearn.enabled': False})
   report = pipeline.run(config, str(tmp_path))
-  assert set(REGISTRY) <= set(report['models'])
-  for name in REGISTRY:
+  assert set(report['failed']) == {'ga'} and 'lower the learning rate' in report['failed']['ga']
+  assert set(REGISTRY) - {'ga'} <= set(report['models'])
+  for name in set(REGISTRY) - {'ga'}:
     acc = report['models'][name]['evaluation']['accuracy']
     assert all(np.isfinite(v) for v in acc.values()), name
     assert report['models'][name]['method']['data'] == REGISTRY[name].data
   # Boundary expand trained 11 outputs and returned a 10-class model.
   assert len(report['models']['be']['evaluation']['per_class_test_accuracy']) == 10
   md = open(os.path.join(tmp_path, 'report.md')).read()
-  assert md.count('\n| ') >= 2 * len(REGISTRY)
+  assert md.count('\n| ') >= 2 * len(REGISTRY) - 1
+  assert '| ga | failed: ' in md
   assert os.path.getsize(os.path.join(tmp_path, 'plots', 'method_comparison.png')) > 1000
