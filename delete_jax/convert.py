@@ -19,6 +19,19 @@ Layout conventions (torch → ours):
 * Our convolutions pad explicitly and symmetrically like torch's `padding=p`
   (Flax's 'SAME' would pad stride-2 3×3 convolutions (0, 1)); our small CNN
   flattens in torch's (C, H, W) order, so `fc1` needs a transpose only.
+* VGG16-BN ('vgg16_bn'): the published CIFAR variant's keys (`features.N`,
+  `classifier.0`, `classifier.2`, `fc`); it flattens in torch's order too.
+* ViT-S/16 ('vit_s16') and Swin-T ('swin_t') use timm's keys. LayerNorm
+  weight/bias → params scale/bias; `cls_token` (1, 1, D), `pos_embed`
+  (1, 1 + N, D) and `relative_position_bias_table` ((2W−1)², heads) are copied
+  in their torch shapes; the patch embedding is a convolution; timm's Swin
+  `head.fc` is our top-level `head`. These models have no BatchNorm: their
+  batch_stats are empty. `_canonical_layout` also accepts torchvision's ViT
+  layout (as the published DELETE code saves it, with `fc` as output layer),
+  the original / timm < 0.9 Swin layout, and the published DELETE Swin (whose
+  extra, never-called `head.fc` is dropped); saved Swin `relative_position_index`
+  and `attn_mask` buffers are checked against ours and dropped. The way back
+  always writes timm's layout.
 
 Accepted inputs (`load_torch_checkpoint`): a `state_dict` file, a dict holding
 one under 'state_dict' or 'model', or a pickled whole `nn.Module`. Everything is
@@ -61,6 +74,11 @@ import numpy as np
 from delete_jax.errors import UserError
 
 ARCHS = ('cnn', 'resnet18', 'resnet18_cifar')
+# The published CIFAR VGG16-BN and timm's ViT-S/16 and Swin-T layouts. Kept out of
+# ARCHS only because tests/convert_test.py parametrises over ARCHS with input
+# shapes for the three above; tests/models_crosscheck_test.py covers these.
+MORE_ARCHS = ('swin_t', 'vgg16_bn', 'vit_s16')
+ALL_ARCHS = ARCHS + MORE_ARCHS
 
 # How a tensor changes on the way from torch to us.
 _CONV, _LINEAR, _COPY, _COUNT = 'conv', 'linear', 'copy', 'count'
@@ -125,16 +143,102 @@ def _resnet18_table() -> list[KeyMap]:
   return rows + _linear_rows('fc', ('fc',))
 
 
+def _conv_bias_rows(torch_name: str, path: tuple[Any, ...]) -> list[KeyMap]:
+  return _conv_rows(torch_name, path) + [
+      KeyMap(f'{torch_name}.bias', 'params', path + ('bias',), _COPY)]
+
+
+def _ln_rows(torch_name: str, path: tuple[Any, ...]) -> list[KeyMap]:
+  # torch.nn.LayerNorm weight/bias → nnx.LayerNorm scale/bias.
+  return [KeyMap(f'{torch_name}.weight', 'params', path + ('scale',), _COPY),
+          KeyMap(f'{torch_name}.bias', 'params', path + ('bias',), _COPY)]
+
+
+def _param_row(torch_name: str, path: tuple[Any, ...]) -> list[KeyMap]:
+  # A bare nn.Parameter stored in the same shape on both sides.
+  return [KeyMap(torch_name, 'params', path, _COPY)]
+
+
+# The published code's VGG16-BN: configuration "D" without its last max-pool.
+_VGG16_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M',
+              512, 512, 512)
+
+
+def _vgg16_bn_table() -> list[KeyMap]:
+  # features.N counts every module of torch's Sequential: a convolution takes three
+  # indices (conv, BatchNorm, ReLU), a max-pool one; ours keeps torch's N.
+  rows = []
+  index = 0
+  for v in _VGG16_CFG:
+    if v == 'M':
+      index += 1
+      continue
+    rows += _conv_rows(f'features.{index}', ('features', index))
+    rows += _bn_rows(f'features.{index + 1}', ('features', index + 1))
+    index += 3
+  return (rows + _linear_rows('classifier.0', ('classifier', 0))
+          + _linear_rows('classifier.2', ('classifier', 2)) + _linear_rows('fc', ('fc',)))
+
+
+def _vit_table(depth: int = 12) -> list[KeyMap]:
+  """timm's VisionTransformer (class token, no fc_norm); ViT-S/16 has depth 12."""
+  rows = _param_row('cls_token', ('cls_token',)) + _param_row('pos_embed', ('pos_embed',))
+  rows += _conv_bias_rows('patch_embed.proj', ('patch_embed', 'proj'))
+  for i in range(depth):
+    t, p = f'blocks.{i}', ('blocks', i)
+    rows += _ln_rows(f'{t}.norm1', p + ('norm1',))
+    rows += _linear_rows(f'{t}.attn.qkv', p + ('attn', 'qkv'))
+    rows += _linear_rows(f'{t}.attn.proj', p + ('attn', 'proj'))
+    rows += _ln_rows(f'{t}.norm2', p + ('norm2',))
+    rows += _linear_rows(f'{t}.mlp.fc1', p + ('mlp', 'fc1'))
+    rows += _linear_rows(f'{t}.mlp.fc2', p + ('mlp', 'fc2'))
+  return rows + _ln_rows('norm', ('norm',)) + _linear_rows('head', ('head',))
+
+
+def _swin_table(depths: Sequence[int] = (2, 2, 6, 2)) -> list[KeyMap]:
+  """timm ≥ 0.9's SwinTransformer (patch merging opens stages 2+); Swin-T's depths.
+
+  `relative_position_index` and `attn_mask` are derived buffers, not variables:
+  timm does not save them; `_canonical_layout` checks and drops them where an
+  older checkpoint holds them.
+  """
+  rows = _conv_bias_rows('patch_embed.proj', ('patch_embed', 'proj'))
+  rows += _ln_rows('patch_embed.norm', ('patch_embed', 'norm'))
+  for i, depth in enumerate(depths):
+    if i > 0:
+      t, p = f'layers.{i}.downsample', ('layers', i, 'downsample')
+      rows += _ln_rows(f'{t}.norm', p + ('norm',))
+      rows.append(KeyMap(f'{t}.reduction.weight', 'params', p + ('reduction', 'kernel'),
+                         _LINEAR))
+    for j in range(depth):
+      t, p = f'layers.{i}.blocks.{j}', ('layers', i, 'blocks', j)
+      rows += _ln_rows(f'{t}.norm1', p + ('norm1',))
+      rows += _param_row(f'{t}.attn.relative_position_bias_table',
+                         p + ('attn', 'relative_position_bias_table'))
+      rows += _linear_rows(f'{t}.attn.qkv', p + ('attn', 'qkv'))
+      rows += _linear_rows(f'{t}.attn.proj', p + ('attn', 'proj'))
+      rows += _ln_rows(f'{t}.norm2', p + ('norm2',))
+      rows += _linear_rows(f'{t}.mlp.fc1', p + ('mlp', 'fc1'))
+      rows += _linear_rows(f'{t}.mlp.fc2', p + ('mlp', 'fc2'))
+  # timm's ClassifierHead keeps the Linear at head.fc; ours is the top-level `head`.
+  return rows + _ln_rows('norm', ('norm',)) + _linear_rows('head.fc', ('head',))
+
+
+_TABLES = {'cnn': _cnn_table, 'resnet18': _resnet18_table,
+           'resnet18_cifar': _resnet18_table, 'vgg16_bn': _vgg16_bn_table,
+           'vit_s16': _vit_table, 'swin_t': _swin_table}
+
+
 def key_table(arch: str) -> tuple[KeyMap, ...]:
   """The conversion table of `arch`, in torch's `state_dict` order."""
   _check_arch(arch)
-  return tuple(_cnn_table() if arch == 'cnn' else _resnet18_table())
+  return tuple(_TABLES[arch]())
 
 
 def _check_arch(arch: str) -> None:
-  if arch not in ARCHS:
-    raise UserError(f'unknown architecture {arch!r}: choose one of {", ".join(ARCHS)} '
-                    '(--arch)')
+  if arch not in ALL_ARCHS:
+    raise UserError(f'unknown architecture {arch!r}: choose one of '
+                    f'{", ".join(ALL_ARCHS)} (--arch)')
 
 
 # ---------------------------------------------------------------------------
@@ -185,20 +289,21 @@ def infer_model_args(state_dict: Mapping[str, Any], arch: str) -> tuple[int, tup
   """Guesses (num_classes, image_shape) from a torch `state_dict` of `arch`.
 
   num_classes is the row count of the last linear layer, the channels come from
-  the first convolution. The spatial size does not change a ResNet's variables
-  (32×32 for 'resnet18_cifar', 224×224 for 'resnet18' is assumed); for 'cnn' it
-  is the square size the input width of `fc1` implies. Pass them explicitly where
-  these guesses are wrong.
+  the first convolution. The spatial size does not change a ResNet's, VGG's or
+  Swin's variables (32×32 for 'resnet18_cifar' and 'vgg16_bn', 224×224 for
+  'resnet18' and 'swin_t' is assumed); for 'cnn' it is the square size the input
+  width of `fc1` implies, for 'vit_s16' the square patch grid `pos_embed` holds.
+  Pass them explicitly where these guesses are wrong.
   """
   _check_arch(arch)
-  state_dict = _strip_module_prefix(state_dict)
-  head = 'fc2.weight' if arch == 'cnn' else 'fc.weight'
-  for key in (head, 'conv1.weight'):
+  state_dict, _ = _canonical_layout(_strip_module_prefix(state_dict), arch)
+  head, first_conv = _HEAD_AND_FIRST_CONV[arch]
+  for key in (head, first_conv):
     if key not in state_dict:
       raise UserError(f'cannot infer the model size: {key} missing from the checkpoint '
                       f'(is it a {arch}?)')
   num_classes = int(_as_numpy(state_dict[head]).shape[0])
-  channels = int(_as_numpy(state_dict['conv1.weight']).shape[1])
+  channels = int(_as_numpy(state_dict[first_conv]).shape[1])
   if arch == 'cnn':
     if 'fc1.weight' not in state_dict or 'conv2.weight' not in state_dict:
       raise UserError('cannot infer the input size: fc1.weight or conv2.weight missing '
@@ -210,8 +315,131 @@ def infer_model_args(state_dict: Mapping[str, Any], arch: str) -> tuple[int, tup
       raise UserError(f'cannot infer a square input size from fc1.weight ({cells} cells '
                       'after pooling): pass --image-shape H,W,C')
     return num_classes, (4 * side, 4 * side, channels)
-  size = 32 if arch == 'resnet18_cifar' else 224
+  if arch == 'vit_s16':
+    if 'pos_embed' not in state_dict:
+      raise UserError('cannot infer the input size: pos_embed missing from the '
+                      'checkpoint (pass --image-shape)')
+    patches = _as_numpy(state_dict['pos_embed']).shape[1] - 1
+    side = math.isqrt(patches)
+    if side * side != patches:
+      raise UserError(f'cannot infer a square input size from pos_embed ({patches} '
+                      'patches): pass --image-shape H,W,C')
+    patch = int(_as_numpy(state_dict[first_conv]).shape[-1])
+    return num_classes, (patch * side, patch * side, channels)
+  size = 32 if arch in ('resnet18_cifar', 'vgg16_bn') else 224
   return num_classes, (size, size, channels)
+
+
+# arch → (its output layer's weight, its first convolution's weight).
+_HEAD_AND_FIRST_CONV = {
+    'cnn': ('fc2.weight', 'conv1.weight'),
+    'resnet18': ('fc.weight', 'conv1.weight'),
+    'resnet18_cifar': ('fc.weight', 'conv1.weight'),
+    'vgg16_bn': ('fc.weight', 'features.0.weight'),
+    'vit_s16': ('head.weight', 'patch_embed.proj.weight'),
+    'swin_t': ('head.fc.weight', 'patch_embed.proj.weight'),
+}
+
+
+# ---------------------------------------------------------------------------
+# Other layouts of the same networks, renamed to the tables' (timm's) keys.
+
+
+def _torchvision_vit_key(key: str) -> str:
+  """torchvision's VisionTransformer key → timm's (identity for others).
+
+  The published DELETE code builds ViT-S/16 with torchvision's class and names
+  its output layer `fc` (torchvision: `heads.head`). `in_proj` of
+  nn.MultiheadAttention stacks q, k, v in timm's qkv order; the computation is
+  the same (LayerNorm eps 1e-6, exact GELU, class-token head).
+  """
+  fixed = {'conv_proj.weight': 'patch_embed.proj.weight',
+           'conv_proj.bias': 'patch_embed.proj.bias', 'class_token': 'cls_token',
+           'encoder.pos_embedding': 'pos_embed', 'encoder.ln.weight': 'norm.weight',
+           'encoder.ln.bias': 'norm.bias', 'heads.head.weight': 'head.weight',
+           'heads.head.bias': 'head.bias', 'fc.weight': 'head.weight',
+           'fc.bias': 'head.bias'}
+  if key in fixed:
+    return fixed[key]
+  prefix = 'encoder.layers.encoder_layer_'
+  if not key.startswith(prefix):
+    return key
+  index, _, rest = key[len(prefix):].partition('.')
+  parts = {'ln_1.': 'norm1.', 'ln_2.': 'norm2.', 'self_attention.out_proj.': 'attn.proj.',
+           'mlp.0.': 'mlp.fc1.', 'mlp.3.': 'mlp.fc2.', 'mlp.linear_1.': 'mlp.fc1.',
+           'mlp.linear_2.': 'mlp.fc2.'}
+  whole = {'self_attention.in_proj_weight': 'attn.qkv.weight',
+           'self_attention.in_proj_bias': 'attn.qkv.bias'}
+  if rest in whole:
+    return f'blocks.{index}.{whole[rest]}'
+  for old, new in parts.items():
+    if rest.startswith(old):
+      return f'blocks.{index}.{new}{rest[len(old):]}'
+  return key
+
+
+def _swin_buffer_problem(key: str, value: np.ndarray) -> Optional[str]:
+  """Checks a derived Swin buffer an older checkpoint saved; None if it is right."""
+  from delete_jax.models import swin  # pylint: disable=g-import-not-at-top
+  if key.endswith('relative_position_index'):
+    win = math.isqrt(value.shape[0]) if value.ndim == 2 else 0
+    if (win and win * win == value.shape[0] and value.shape == (win * win, win * win)
+        and np.array_equal(value, swin.relative_position_index((win, win)))):
+      return None
+    return f'unexpected buffer value: {key} differs from the relative position index'
+  # attn_mask [nW, N, N] of a shifted block: window √N, resolution √nW·√N, shift ⌊√N/2⌋.
+  win = math.isqrt(value.shape[1]) if value.ndim == 3 else 0
+  grid = math.isqrt(value.shape[0]) if value.ndim == 3 else 0
+  if (win and grid and win * win == value.shape[1] and grid * grid == value.shape[0]
+      and value.shape[1] == value.shape[2]):
+    want = swin.shifted_window_mask((grid * win,) * 2, (win,) * 2, (win // 2,) * 2)
+    if np.array_equal(value, want):
+      return None
+  return f'unexpected buffer value: {key} differs from the shifted-window mask'
+
+
+def _canonical_layout(state_dict: Mapping[str, Any],
+                      arch: str) -> tuple[Mapping[str, Any], list[str]]:
+  """Renames other layouts of `arch` to its table's keys; returns (dict, problems).
+
+  * 'vit_s16': torchvision's layout (the published DELETE ViT) → timm's.
+  * 'swin_t': the original / timm < 0.9 layout (patch merging at the end of
+    stages 1–3 as `layers.i.downsample`, output layer `head`) → timm ≥ 0.9's
+    (`layers.{i+1}.downsample`, `head.fc`), as timm's own checkpoint filter
+    does. The published DELETE Swin adds an output layer `fc` after timm's
+    `head.fc`, which its forward never calls: `fc` becomes `head.fc` and the dead
+    `head.fc` is dropped. Saved `relative_position_index` and `attn_mask`
+    buffers are checked against ours and dropped (a mismatch is a problem).
+
+  Other architectures and dicts already in the table's layout pass unchanged.
+  """
+  problems = []
+  if arch == 'vit_s16' and any(k.startswith(('encoder.', 'conv_proj.')) for k in state_dict):
+    return {_torchvision_vit_key(k): v for k, v in state_dict.items()}, problems
+  if arch != 'swin_t':
+    return state_dict, problems
+  out = {}
+  for key, value in state_dict.items():
+    if key.endswith(('.relative_position_index', '.attn_mask')):
+      problem = _swin_buffer_problem(key, _as_numpy(value))
+      if problem:
+        problems.append(problem)
+      continue
+    out[key] = value
+  if 'fc.weight' in out and 'head.fc.weight' in out:  # the published DELETE Swin
+    out = {('head.fc' + k[2:] if k.startswith('fc.') else k): v for k, v in out.items()
+           if not k.startswith('head.fc.')}
+  elif 'head.weight' in out and 'head.fc.weight' not in out:  # original / timm < 0.9
+    renamed = {}
+    for key, value in out.items():
+      parts = key.split('.')
+      if parts[0] == 'layers' and len(parts) > 2 and parts[2] == 'downsample':
+        parts[1] = str(int(parts[1]) + 1)
+      elif parts[0] == 'head':
+        parts.insert(1, 'fc')
+      renamed['.'.join(parts)] = value
+    out = renamed
+  return out, problems
 
 
 def expected_variables(arch: str, num_classes: int, image_shape: Sequence[int]):
@@ -276,7 +504,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], arch: str,
 
   Args:
     state_dict: torch key → tensor (torch tensors or numpy arrays).
-    arch: one of `ARCHS`.
+    arch: one of `ALL_ARCHS`.
     num_classes: classes of the model; inferred from the last layer if None.
     image_shape: (H, W, C) of the inputs; inferred if None (`infer_model_args`).
 
@@ -287,14 +515,15 @@ def torch_to_flax(state_dict: Mapping[str, Any], arch: str,
   Raises:
     UserError: listing every missing, unexpected or mis-shaped key.
   """
-  from delete_jax.state import ModelVars  # pylint: disable=g-import-not-at-top
   _check_arch(arch)
   state_dict = _strip_module_prefix(state_dict)
+  state_dict, layout_problems = _canonical_layout(state_dict, arch)
   table = key_table(arch)
   problems = [f'missing key: {row.torch_key}' for row in table
               if row.torch_key not in state_dict]
   known = {row.torch_key for row in table}
   problems += [f'unexpected key: {key}' for key in state_dict if key not in known]
+  problems += layout_problems
 
   if num_classes is None or image_shape is None:
     try:
@@ -305,8 +534,22 @@ def torch_to_flax(state_dict: Mapping[str, Any], arch: str,
     num_classes = guessed_classes if num_classes is None else num_classes
     image_shape = guessed_shape if image_shape is None else image_shape
   expected = expected_variables(arch, num_classes, image_shape)
-  expected = {'params': expected.params, 'batch_stats': expected.batch_stats}
+  return _convert_by_table(
+      state_dict, table, expected, problems, f'checkpoint does not match {arch}',
+      f'{arch} with {num_classes} classes and input {tuple(image_shape)}')
 
+
+def _convert_by_table(state_dict: Mapping[str, Any], table: Sequence[KeyMap],
+                      expected: Any, problems: list[str], failure: str, model: str):
+  """torch → ours by `table`, checking shapes against `expected` (ModelVars).
+
+  `problems` (key problems found so far) are reported together with the shape,
+  dtype and range problems found here, under the heading `failure`; `model`
+  names the expected network in shape messages.
+  """
+  from delete_jax.state import ModelVars  # pylint: disable=g-import-not-at-top
+  problems = list(problems)
+  expected = {'params': expected.params, 'batch_stats': expected.batch_stats}
   out = {'params': {}, 'batch_stats': {}}
   for row in table:
     if row.torch_key not in state_dict:
@@ -316,8 +559,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], arch: str,
     want_shape = _torch_shape(tuple(want.shape), row.transform)
     if tuple(value.shape) != want_shape:
       problems.append(f'shape mismatch: {row.torch_key} has {tuple(value.shape)}, '
-                      f'{arch} with {num_classes} classes and input {tuple(image_shape)} '
-                      f'expects {want_shape}')
+                      f'{model} expects {want_shape}')
       continue
     if row.transform == _COUNT:
       if value.dtype.kind not in 'iu':
@@ -333,7 +575,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], arch: str,
                       'float tensor')
       continue
     _set_path(out[row.collection], row.path, _to_ours(value, row.transform))
-  _fail(f'checkpoint does not match {arch}', problems)
+  _fail(failure, problems)
   return ModelVars(out['params'], out['batch_stats'])
 
 
@@ -353,7 +595,7 @@ def flax_to_numpy_state_dict(variables: Any, arch: str) -> dict[str, np.ndarray]
   Args:
     variables: `ModelVars`, `TrainState` or a dict with 'params' and
       'batch_stats' (pure nested dicts of jax or numpy arrays).
-    arch: one of `ARCHS`.
+    arch: one of `ALL_ARCHS`.
 
   Returns:
     An ordered dict torch key → numpy array (num_batches_tracked int64).
@@ -361,7 +603,13 @@ def flax_to_numpy_state_dict(variables: Any, arch: str) -> dict[str, np.ndarray]
   Raises:
     UserError: listing every missing or unexpected variable.
   """
-  table = key_table(arch)
+  return _numpy_state_dict_by_table(variables, key_table(arch),
+                                    f'variables do not match {arch}')
+
+
+def _numpy_state_dict_by_table(variables: Any, table: Sequence[KeyMap],
+                               failure: str) -> dict[str, np.ndarray]:
+  """ours → torch by `table`; refuses missing and unexpected variables."""
   trees = _collections(variables)
   problems = []
   for row in table:
@@ -374,7 +622,7 @@ def flax_to_numpy_state_dict(variables: Any, arch: str) -> dict[str, np.ndarray]
       if (collection,) + path not in known:
         problems.append('unexpected variable: '
                         + '/'.join(str(k) for k in (collection,) + path))
-  _fail(f'variables do not match {arch}', problems)
+  _fail(failure, problems)
   out = collections.OrderedDict()
   for row in table:
     value = _as_numpy(_get_path(trees[row.collection], row.path))
@@ -545,7 +793,7 @@ def _parser() -> argparse.ArgumentParser:
       prog='python -m delete_jax.convert',
       description='Convert a torch checkpoint to delete_jax variables (Orbax), or back '
       'with --to-torch.')
-  p.add_argument('--arch', choices=ARCHS,
+  p.add_argument('--arch', choices=ALL_ARCHS,
                  help='architecture (required from torch; checked against meta.json '
                  'with --to-torch)')
   p.add_argument('--torch', dest='torch_path', help='torch checkpoint to convert')

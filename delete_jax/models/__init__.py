@@ -9,6 +9,9 @@ from flax import nnx
 from delete_jax.errors import UserError
 from delete_jax.models.cnn import SmallCNN
 from delete_jax.models.resnet import ResNet18
+from delete_jax.models.swin import SwinTransformer
+from delete_jax.models.vgg import VGG16BN
+from delete_jax.models.vit import VisionTransformer
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
     'cnn': lambda num_classes, image_shape, rngs: SmallCNN(num_classes, image_shape, rngs=rngs),
@@ -16,6 +19,14 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
         num_classes, image_shape, rngs=rngs, cifar=True),
     'resnet18': lambda num_classes, image_shape, rngs: ResNet18(
         num_classes, image_shape, rngs=rngs, cifar=False),
+    # The published CIFAR VGG16-BN (32×32; no conv bias, 2048-256-256 classifier + fc).
+    'vgg16_bn': lambda num_classes, image_shape, rngs: VGG16BN(
+        num_classes, image_shape, rngs=rngs),
+    # ViT-S/16 and Swin-T (224×224), timm layouts; no BatchNorm (empty batch_stats).
+    'vit_s16': lambda num_classes, image_shape, rngs: VisionTransformer(
+        num_classes, image_shape, rngs=rngs),
+    'swin_t': lambda num_classes, image_shape, rngs: SwinTransformer(
+        num_classes, image_shape, rngs=rngs),
 }
 
 MODEL_NAMES = tuple(sorted(_REGISTRY))
@@ -34,7 +45,8 @@ def create_model(name: str, num_classes: int, image_shape: tuple[int, int, int],
 
 
 # Where each architecture's output layer lives in its params (a Linear: kernel [in, C], bias [C]).
-HEADS = {'cnn': 'fc2', 'resnet18_cifar': 'fc', 'resnet18': 'fc'}
+HEADS = {'cnn': 'fc2', 'resnet18_cifar': 'fc', 'resnet18': 'fc', 'vgg16_bn': 'fc',
+         'vit_s16': 'head', 'swin_t': 'head'}
 
 
 def head_name(name: str) -> str:
