@@ -13,6 +13,10 @@ Sources
   `tfds.data_source` (random access, no TensorFlow). The decoded arrays are
   cached as `<data_dir>/delete_jax_arrays/<name>-<version>.npz`, so only the
   first load pays for preparation and decoding.
+* `tinyimagenet`: a TF-free TFDS builder over the manually downloaded
+  `tiny-imagenet-200` zip or folder (`tinyimagenet.py`), cached the same way.
+* `vggface2`, `vggface2_pretrain` (optionally `@<size>`): an image folder of
+  VGGFace2 identities, resized once and cached (`vggface2.py`).
 
 Preparing without TensorFlow
 ----------------------------
@@ -97,7 +101,8 @@ import numpy as np
 from delete_jax.errors import UserError
 
 DATASET_NAMES: tuple[str, ...] = (
-    'digits', 'fashion_mnist', 'mnist', 'cifar10', 'cifar100')
+    'digits', 'fashion_mnist', 'mnist', 'cifar10', 'cifar100', 'tinyimagenet',
+    'vggface2', 'vggface2_pretrain')
 
 # Directory the Debian package `dataset-fashion-mnist` installs into.
 DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -211,7 +216,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> ImageDataset:
   """Loads a dataset by catalog name.
 
   Args:
-    name: One of `DATASET_NAMES`.
+    name: One of `DATASET_NAMES`; the VGGFace2 names may end in `@<size>`,
+      the stored square image size (see `vggface2.py`).
     data_dir: TFDS data directory; defaults to `$TFDS_DATA_DIR`, else
       `~/tensorflow_datasets` (the TFDS default). Unused for 'digits'.
 
@@ -222,12 +228,21 @@ def load_dataset(name: str, data_dir: str | None = None) -> ImageDataset:
     UserError: Unknown name, unusable data dir, or data that is neither
       prepared nor obtainable (offline).
   """
+  # pylint: disable=g-import-not-at-top
+  if isinstance(name, str) and name.strip().lower().startswith('vggface2'):
+    # Image folder, not TFDS; the name may carry the stored size ('vggface2@224').
+    from delete_jax.data import vggface2
+    return vggface2.load(name.strip().lower(), _resolve_data_dir(data_dir))
   if not isinstance(name, str) or name.strip().lower() not in DATASET_NAMES:
     raise UserError(f'unknown dataset {name!r}: use one of '
                     f'{", ".join(DATASET_NAMES)}')
   name = name.strip().lower()
   if name == 'digits':
     return _load_digits()
+  if name == 'tinyimagenet':
+    from delete_jax.data import tinyimagenet
+    return tinyimagenet.load(_resolve_data_dir(data_dir))
+  # pylint: enable=g-import-not-at-top
   return _load_tfds(name, _resolve_data_dir(data_dir))
 
 
