@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 5e-4
   c.train.lr_decay_every_epochs = 40
   c.train.lr_decay_factor = 0.1
+  # Fine-tune from a finished training run's workdir (or a converted checkpoint):
+  # every layer but the output layer starts pretrained ('' = from scratch).
+  c.train.init_from = ''
 
   # Unlearning (DELETE by default): SGD momentum 0.9, no weight decay, no schedule,
   # model after the last epoch kept.

@@ -16,6 +16,7 @@ import numpy as np
 from delete_jax import config_lib, parallel
 from delete_jax.checkpointing import StageCheckpoints
 from delete_jax.context import RunContext, all_indices
+from delete_jax.data import vggface2
 from delete_jax.errors import UserError
 from delete_jax.evaluation import accuracy as acc_lib
 from delete_jax.loop import LoopSpec, run_epochs
@@ -49,22 +50,14 @@ def train(ctx: RunContext, stage: str = 'original', stop_at_step: int | None = N
                                        'init_checkpoint': ctx.config.init_checkpoint}
   cfg = ctx.config.train
   parallel.check_batch_size(cfg.batch_size, ctx.mesh, 'config.train.batch_size')
-  if stage == 'original':
-    indices = all_indices(len(ctx.dataset.train_labels))
-    eval_indices = all_indices(len(ctx.dataset.test_labels))
-  else:
-    indices, eval_indices = ctx.split.train_remain, ctx.split.test_remain
-  spec = LoopSpec(name=stage, images=ctx.dataset.train_images,
-                  labels=ctx.dataset.train_labels, indices=indices,
-                  batch_size=cfg.batch_size, epochs=cfg.epochs, seed=ctx.config.seed,
-                  log_every_steps=ctx.config.log_every_steps,
-                  checkpoint_every_steps=ctx.config.checkpoint_every_steps)
-  schedule = step_decay_schedule(cfg.lr, spec.steps_per_epoch, cfg.lr_decay_every_epochs,
-                                 cfg.lr_decay_factor)
-  tx = make_sgd(schedule, cfg.momentum, cfg.weight_decay)
+  spec, tx, eval_indices = _setup(ctx, stage)
   checkpoints = stage_checkpoints(ctx, stage)
   best = best_checkpoints(ctx, stage)
-  state = parallel.put_replicated(create_train_state(ctx.init_vars, tx), ctx.mesh)
+  # Fine-tuning (VGGFace2: pretrain on 100 identities, then train on 10) starts from
+  # a pretrained model's layers with a fresh output layer.
+  init_vars = vggface2.warm_start_vars(cfg.get('init_from', ''), ctx.init_vars,
+                                       ctx.config.model)
+  state = parallel.put_replicated(create_train_state(init_vars, tx), ctx.mesh)
   record = {'step': 0, 'wall_seconds': 0.0}
   stored = checkpoints.check_compatible()
   if stored is not None:
@@ -94,7 +87,7 @@ def train(ctx: RunContext, stage: str = 'original', stop_at_step: int | None = N
       record['best_accuracy'], record['best_epoch'] = test_acc, epoch
       best.save(epoch, state.vars, {'epoch': epoch, 'accuracy': test_acc, 'metric': what})
 
-  logging.info('[%s] training on %d examples, %d epochs of %d steps', stage, len(indices),
+  logging.info('[%s] training on %d examples, %d epochs of %d steps', stage, len(spec.indices),
                cfg.epochs, spec.steps_per_epoch)
   state, record = run_epochs(spec, state, step_fn, rng, mesh=ctx.mesh,
                              checkpoints=checkpoints,
@@ -137,7 +130,7 @@ def load_kept_variables(ctx: RunContext, stage: str) -> ModelVars:
       raise UserError(f'no trained {stage} model in {ctx.stage_dir(stage)}: run '
                       f'--config.mode={"train" if stage == "original" else "retrain"} first '
                       '(or --config.mode=all)')
-    tx = make_sgd(0.0)
+    _, tx, _ = _setup(ctx, stage)
     state, _ = checkpoints.restore(parallel.put_replicated(
         create_train_state(ctx.init_vars, tx), ctx.mesh))
     return state.vars
@@ -150,3 +143,21 @@ def is_complete(ctx: RunContext, stage: str) -> bool:
     return True
   meta = stage_checkpoints(ctx, stage).check_compatible()
   return bool(meta and meta.get('complete'))
+
+
+def _setup(ctx: RunContext, stage: str):
+  """The loop spec, optimizer and evaluation indices of a training stage."""
+  cfg = ctx.config.train
+  if stage == 'original':
+    indices = all_indices(len(ctx.dataset.train_labels))
+    eval_indices = all_indices(len(ctx.dataset.test_labels))
+  else:
+    indices, eval_indices = ctx.split.train_remain, ctx.split.test_remain
+  spec = LoopSpec(name=stage, images=ctx.dataset.train_images,
+                  labels=ctx.dataset.train_labels, indices=indices,
+                  batch_size=cfg.batch_size, epochs=cfg.epochs, seed=ctx.config.seed,
+                  log_every_steps=ctx.config.log_every_steps,
+                  checkpoint_every_steps=ctx.config.checkpoint_every_steps)
+  schedule = step_decay_schedule(cfg.lr, spec.steps_per_epoch, cfg.lr_decay_every_epochs,
+                                 cfg.lr_decay_factor)
+  return spec, make_sgd(schedule, cfg.momentum, cfg.weight_decay), eval_indices

@@ -131,7 +131,7 @@ def test_every_paper_config_file_is_covered():
 def test_vggface2_fine_tune_starts_from_pretraining():
   pretrain, fine_tune = _load('vggface2_pretrain_resnet18'), _load(
       'vggface2_resnet18')
-  assert pretrain.mode == 'train' and 'init_from' not in pretrain.train
+  assert pretrain.mode == 'train' and pretrain.train.init_from == ''
   assert fine_tune.train.init_from == ''
   assert pretrain.model == fine_tune.model
   assert 'init_from=runs/vggface2_pretrain' in importlib.import_module(

@@ -168,3 +168,19 @@ def test_converted_checkpoint_serves_as_original(all_run, tmp_path):
   with pytest.raises(UserError, match='arch'):
     pipeline.run(small_config(mode='unlearn', model='resnet18_cifar',
                               init_checkpoint=str(tmp_path / 'conv')), fresh)
+
+
+def test_train_init_from_warm_starts_all_but_the_head(all_run, tmp_path):
+  workdir, _ = all_run
+  pretrained = train_lib.load_kept_variables(build_context(small_config(), workdir),
+                                             'original')
+  ctx = build_context(small_config(**{'train.init_from': workdir, 'train.epochs': 0}),
+                      str(tmp_path))
+  warm, record = train_lib.train(ctx, 'original')
+  assert record['complete']
+  np.testing.assert_array_equal(warm.params['conv1']['kernel'],
+                                pretrained.params['conv1']['kernel'])
+  np.testing.assert_array_equal(warm.batch_stats['bn2']['var'],
+                                pretrained.batch_stats['bn2']['var'])
+  np.testing.assert_array_equal(warm.params['fc2']['kernel'],
+                                ctx.init_vars.params['fc2']['kernel'])  # fresh head
