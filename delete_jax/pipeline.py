@@ -41,6 +41,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                           evaluate_fn=lambda v: four_accuracies(ctx, v))
     if mode == 'compare':
       original = original_vars(ctx, writer, train_if_missing=True)
+      if config.run_retrain:
+        train_lib.train(ctx, 'retrain', writer=writer)
       failures = {}
       for name in compare_methods(config):
         try:
@@ -61,6 +63,25 @@ def compare_methods(config: ml_collections.ConfigDict) -> list[str]:
   for name in names:
     get_method(name)  # unknown names fail before any work
   return names
+
+
+def load_variables(config: ml_collections.ConfigDict, workdir: str, stage: str):
+  """The variables of a finished stage in `workdir` ('original', 'retrain' or a method).
+
+  For notebooks and export (`convert.flax_to_torch`); refuses (UserError) a stage
+  that has not finished under this config.
+  """
+  ctx = build_context(config, workdir)
+  if stage in train_lib.STAGES:
+    if not train_lib.is_complete(ctx, stage):
+      raise UserError(f'no finished {stage} model in {ctx.stage_dir(stage)}: run it first')
+    return train_lib.load_kept_variables(ctx, stage)
+  meta = unlearn_lib.unlearn_checkpoints(ctx, stage).check_compatible()
+  if not (meta and meta.get('complete')):
+    raise UserError(f'no finished {stage} run in {ctx.stage_dir(stage)}: run '
+                    f'--config.mode=unlearn --config.unlearn.method={stage} first')
+  return unlearn_lib.unlearn(ctx, original_vars(ctx, train_if_missing=False),
+                             method_name=stage)[0]
 
 
 def original_vars(ctx: RunContext, writer=None, *, train_if_missing: bool):

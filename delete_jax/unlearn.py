@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 
 import jax
@@ -52,9 +53,23 @@ def unlearn_checkpoints(ctx: RunContext, name: str) -> StageCheckpoints:
   shared = ('batch_size', 'momentum', 'bn', 'augment') + method.hparams
   settings['unlearn'] = {k: v for k, v in settings['unlearn'].items() if k in shared}
   settings['method'] = name
+  settings['original'] = original_identity(ctx)
   settings.update({k: v for k, v in method_hparams(ctx.config, name).items()
                    if k != 'lr_source'})
   return StageCheckpoints(ctx.stage_dir(name), ctx.provenance(name, settings))
+
+
+def original_identity(ctx: RunContext) -> str:
+  """What the unlearning started from: the original stage's settings hash, or
+  the converted checkpoint's path and metadata, so that a run from another
+  original is never mistaken for this one."""
+  if ctx.config.init_checkpoint:
+    meta_path = os.path.join(ctx.config.init_checkpoint, 'meta.json')
+    meta = open(meta_path).read() if os.path.isfile(meta_path) else ''
+    return f'init_checkpoint:{os.path.abspath(ctx.config.init_checkpoint)}:' + \
+        config_lib.settings_hash({'meta': meta})
+  return 'trained:' + config_lib.settings_hash(
+      config_lib.stage_settings(ctx.config, 'original', ctx.split.forget_classes))
 
 
 def forget_class_mask(ctx: RunContext) -> jnp.ndarray:

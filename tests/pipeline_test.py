@@ -184,3 +184,12 @@ def test_train_init_from_warm_starts_all_but_the_head(all_run, tmp_path):
                                 pretrained.batch_stats['bn2']['var'])
   np.testing.assert_array_equal(warm.params['fc2']['kernel'],
                                 ctx.init_vars.params['fc2']['kernel'])  # fresh head
+
+
+def test_load_variables_of_finished_stages(all_run):
+  workdir, _ = all_run
+  delete = pipeline.load_variables(small_config(), workdir, 'delete')
+  original = pipeline.load_variables(small_config(), workdir, 'original')
+  assert not np.array_equal(delete.params['fc2']['kernel'], original.params['fc2']['kernel'])
+  with pytest.raises(UserError, match='no finished ga run'):
+    pipeline.load_variables(small_config(), workdir, 'ga')
