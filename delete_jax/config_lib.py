@@ -44,6 +44,9 @@ def stage_settings(config: ml_collections.ConfigDict, stage: str,
           'augment': config.augment.to_dict()}
   if stage in ('original', 'retrain'):
     base['train'] = config.train.to_dict()
+    if not base['train'].get('init_from'):
+      # Absent = from scratch: checkpoints made before the field existed still match.
+      base['train'].pop('init_from', None)
     base['init_checkpoint'] = config.init_checkpoint if stage == 'original' else ''
     if stage == 'retrain':
       base['forget_classes'] = list(forget_classes)
