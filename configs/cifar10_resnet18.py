@@ -29,18 +29,6 @@ def get_config():
   c = common.get_config()
   c.dataset = 'cifar10'
   c.model = 'resnet18'
-  c.augment.crop_padding = 4
-  c.augment.flip = True
   c.augment.resize_to = 224
-  c.train.epochs = 150
-  c.train.batch_size = 128
-  c.train.lr = 0.1
-  c.train.lr_decay_every_epochs = 40
-  c.train.lr_decay_factor = 0.1
-  c.num_forget = 1
-  c.unlearn.epochs = 20
-  c.unlearn.batch_size = 128
-  c.unlearn.lr = 1e-4
   # Baselines (mode=compare) at their published CIFAR-10 ResNet-18 rates.
-  c.compare.lr_scale = 1.0
   return c

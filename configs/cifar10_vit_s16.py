@@ -23,17 +23,7 @@ def get_config():
   c = common.get_config()
   c.dataset = 'cifar10'
   c.model = 'vit_s16'
-  c.augment.crop_padding = 4
-  c.augment.flip = True
   c.augment.resize_to = 224   # 14x14 patches of 16x16
-  c.train.epochs = 150
-  c.train.batch_size = 128
-  c.train.lr = 0.1
-  c.train.lr_decay_every_epochs = 40
-  c.train.lr_decay_factor = 0.1
-  c.num_forget = 1
-  c.unlearn.epochs = 20
-  c.unlearn.batch_size = 128
   c.unlearn.lr = 5e-5
   # Ours: baselines at their published CIFAR-10 ResNet-18 rates scaled like
   # DELETE's (5e-5 / 1e-4).

@@ -31,16 +31,8 @@ def get_config():
   c = common.get_config()
   c.dataset = 'tinyimagenet'
   c.model = 'resnet18'
-  c.augment.crop_padding = 4
-  c.augment.flip = True
   c.augment.resize_to = 224
-  c.train.epochs = 150
   c.train.batch_size = 64
-  c.train.lr = 0.1
-  c.train.lr_decay_every_epochs = 40
-  c.train.lr_decay_factor = 0.1
-  c.num_forget = 1
-  c.unlearn.epochs = 20
   c.unlearn.batch_size = 64
   c.unlearn.lr = 5e-5
   # The published code's one BatchNorm exception: for single-class forgetting

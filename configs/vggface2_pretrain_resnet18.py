@@ -31,17 +31,11 @@ def get_config():
   c.mode = 'train'
   c.dataset = 'vggface2_pretrain'
   c.model = 'resnet18'
-  c.augment.crop_padding = 4
-  c.augment.flip = True
   c.augment.resize_to = 224
   c.train.epochs = 80
   c.train.batch_size = 64
   c.train.lr = 0.01
-  c.train.lr_decay_every_epochs = 40
-  c.train.lr_decay_factor = 0.1
   # Unused by mode=train; these make mode=all on the 100 identities possible.
-  c.num_forget = 1
-  c.unlearn.epochs = 20
   c.unlearn.batch_size = 64
   c.unlearn.lr = 5e-5
   c.compare.lr_scale = 0.5

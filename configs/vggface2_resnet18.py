@@ -33,19 +33,12 @@ def get_config():
   c = common.get_config()
   c.dataset = 'vggface2'
   c.model = 'resnet18'
-  c.augment.crop_padding = 4
-  c.augment.flip = True
   c.augment.resize_to = 224
   c.train.epochs = 40
   c.train.batch_size = 64
   c.train.lr = 0.01
-  c.train.lr_decay_every_epochs = 40
-  c.train.lr_decay_factor = 0.1
   # Start of the fine-tune: the workdir of a finished vggface2_pretrain run,
   # or a converted checkpoint; '' = train from scratch (not the protocol).
-  c.train.init_from = ''
-  c.num_forget = 1
-  c.unlearn.epochs = 20
   c.unlearn.batch_size = 64
   c.unlearn.lr = 5e-5
   # Ours: baselines at their published CIFAR-10 ResNet-18 rates scaled like
