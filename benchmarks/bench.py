@@ -53,6 +53,9 @@ def parse_args(argv=None):
                  help='also time the torch steps with this many threads (CPU only; 0: '
                       'skip), for the archs in --alt_threads_archs')
   p.add_argument('--alt_threads_archs', default='cnn')
+  p.add_argument('--jax_before', type=int, default=1,
+                 help="CPU: also time the JAX steps with config.cpu_convolutions="
+                      "'xla_default' (XLA's default convolution kernels; 0: skip)")
   p.add_argument('--results_dir', default=os.path.join(HERE, 'results'))
   p.add_argument('--tag', default=None, help='output name; default <device>[_quick]')
   p.add_argument('--wait_load', type=float, default=0.0,
@@ -60,6 +63,8 @@ def parse_args(argv=None):
   p.add_argument('--wait_max_s', type=float, default=900.0)
   p.add_argument('--cache_dir', default=os.path.join(tempfile.gettempdir(),
                                                      'delete_jax_bench'))
+  p.add_argument('--report_only', default='',
+                 help='re-render the markdown of an existing results JSON and exit')
   args = p.parse_args(argv)
   q = args.quick
   args.e2e_epochs = args.e2e_epochs or (3 if q else 20)
@@ -78,6 +83,7 @@ class Runner:
     self.args = args
     self.workdir = workdir
     self.count = 0
+    self.log: list[dict] = []
 
   def env(self, framework: str) -> dict:
     env = dict(os.environ)
@@ -102,7 +108,8 @@ class Runner:
     if framework == 'torch':
       cmd += ['--device', self.args.device]
     label = f'{framework} {task} {" ".join(extra)}'
-    print(f'[bench] {label} (load {common.load_average()})', flush=True)
+    load = common.load_average()
+    print(f'[bench] {label} (load {load})', flush=True)
     t0 = time.perf_counter()
     with open(log, 'w') as logf:
       proc = subprocess.Popen(cmd, env=self.env(framework), stdout=logf,
@@ -119,6 +126,11 @@ class Runner:
     result['process']['wall_s_outer'] = round(wall, 2)
     print(f'[bench]   done in {wall:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB',
           flush=True)
+    opts = dict(zip(extra[::2], extra[1::2]))
+    short = ' '.join(f'{k[2:]}={opts[k]}' for k in ('--arch', '--eval_every', '--threads', '--cpu_convolutions')
+                     if k in opts)
+    self.log.append({'run': f'{framework} {task} {short}'.strip(),
+                     'load_1min_start': load[0] if load else None, 'wall_s': round(wall, 1)})
     return result
 
 
@@ -199,6 +211,10 @@ def run_all(args) -> dict:
         # does not always favour the same one.
         order = ('jax', 'torch') if archs.index(arch) % 2 == 0 else ('torch', 'jax')
         result['steps'][arch] = {fw: runner.run(fw, 'steps', *flags) for fw in order}
+        if args.device == 'cpu' and args.jax_before:
+          # The package before issue 9's CPU work: XLA's default convolution kernels.
+          result['steps'][arch]['jax_before'] = runner.run(
+              'jax', 'steps', *flags, '--cpu_convolutions', 'xla_default')
         if (args.device == 'cpu' and args.torch_alt_threads
             and arch in args.alt_threads_archs.split(',')):
           result['steps'][arch]['torch_alt'] = runner.run(
@@ -224,6 +240,7 @@ def run_all(args) -> dict:
                               str(args.torch_eval_batch), '--num_workers',
                               str(args.torch_num_workers)),
       }
+    result['runs'] = runner.log
   result['total_wall_s'] = round(time.perf_counter() - t_start, 1)
   result['load_average_end'] = common.load_average()
   return result
@@ -256,6 +273,10 @@ def headline(result: dict) -> dict:
     for name in STEP_NAMES:
       h[f'{arch} {name} step'] = _ratio(by_fw['jax']['steps'][name]['median_s'],
                                         by_fw['torch']['steps'][name]['median_s'])
+      if 'jax_before' in by_fw:
+        h[f'{arch} {name} step, XLA default convolutions (before)'] = _ratio(
+            by_fw['jax_before']['steps'][name]['median_s'],
+            by_fw['torch']['steps'][name]['median_s'])
       if 'torch_alt' in by_fw:
         alt = by_fw['torch_alt']
         h[f'{arch} {name} step vs torch {alt["info"]["intra_op_threads"]} thread'] = _ratio(
@@ -294,7 +315,9 @@ def markdown(result: dict) -> str:
     j = info['jax']
     lines.append(f'- JAX {j["jax"]}, Flax {j["flax"]}, backend {j["backend"]} '
                  f'({j["device"]}); threads: {j["threads"]}; XLA_FLAGS='
-                 f'`{j["xla_flags"] or "(unset)"}`')
+                 f'`{j["xla_flags"] or "(unset)"}`; package compiler options (default '
+                 f'`cpu_convolutions=\'{j.get("cpu_convolutions", "?")}\'`): '
+                 f'`{j.get("compiler_options")}`')
   if 'torch' in info:
     t = info['torch']
     lines.append(f'- torch {t["torch"]} on {t["device_name"]}; threads: {t["threads"]}: '
@@ -302,7 +325,11 @@ def markdown(result: dict) -> str:
                  f'oneDNN (mkldnn) {t["mkldnn"]}')
   lines.append(f'- Environment: {m["env"] or "(no thread or platform variables set)"}')
   lines.append(f'- Load average (1, 5, 15 min): start {m["load_average"]}, end '
-               f'{result["load_average_end"]}')
+               f'{result["load_average_end"]}. This run\'s own processes keep about 2 '
+               'runnable; more means other work shared the cores.')
+  if result.get('runs'):
+    lines.append('- Worker processes (1-min load when each started, wall time): ' + '; '.join(
+        f'{r["run"]} ({r["load_1min_start"]}, {r["wall_s"]:.0f} s)' for r in result['runs']))
   w = result['weights']['cnn']
   origin = ('trained with delete_jax.train for 1 epoch' if w['origin'] == 'train1'
             else 'random init (torch, seed 0)')
@@ -323,19 +350,27 @@ def markdown(result: dict) -> str:
               'compile); torch\'s first call is lazy initialisation.', '',
               '| model | step | JAX ms | torch ms | JAX img/s | torch img/s | '
               '**JAX/torch** | JAX compile s | torch 1st-call extra s | '
+              'JAX before ms | before/torch | '
               f'torch {alt_threads} thread ms | JAX/torch {alt_threads} thread |',
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for arch, by_fw in result['steps'].items():
       for name in STEP_NAMES:
         j, t = by_fw['jax']['steps'][name], by_fw['torch']['steps'][name]
         alt = by_fw.get('torch_alt', {}).get('steps', {}).get(name)
+        before = by_fw.get('jax_before', {}).get('steps', {}).get(name)
         lines.append(f'| {ARCH_LABEL.get(arch, arch)} | {name} | {_ms(j["median_s"])} | '
                      f'{_ms(t["median_s"])} | {j["images_per_s"]:.0f} | '
                      f'{t["images_per_s"]:.0f} | **{_f(_ratio(j["median_s"], t["median_s"]))}** | '
                      f'{_f(j["first_minus_steady_s"])} | {_f(t["first_minus_steady_s"])} | '
+                     + (f'{_ms(before["median_s"])} | {_f(_ratio(before["median_s"], t["median_s"]))} | '
+                        if before else '– | – | ')
                      + (f'{_ms(alt["median_s"])} | {_f(_ratio(j["median_s"], alt["median_s"]))} |'
                         if alt else '– | – |'))
-    lines += ['', f'The last two columns time the same torch steps with '
+    lines += ['', '"JAX before" is the same JAX step compiled with XLA\'s default '
+              'convolution kernels (`config.cpu_convolutions=\'xla_default\'`: YNNPACK, one '
+              'core per convolution), as the package ran before its CPU tuning; the '
+              'default `\'eigen\'` runs them in XLA:CPU\'s multi-threaded Eigen kernels.',
+              '', f'The last two columns time the same torch steps with '
               f'`torch.set_num_threads({alt_threads})` (a reference, not the default): on a '
               'shared machine torch\'s OpenMP threads wait at every parallel region for '
               'a descheduled sibling, which costs most in the many small ops of a '
@@ -445,6 +480,14 @@ def _memory_rows(result):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.report_only:
+    result = common.read_json(args.report_only)
+    result['headline'] = headline(result)
+    common.write_json(args.report_only, result)
+    with open(args.report_only[:-5] + '.md', 'w') as f:
+      f.write(markdown(result))
+    print(f'[bench] re-rendered {args.report_only[:-5]}.md')
+    return 0
   wait_for_load(args)
   result = run_all(args)
   result['headline'] = headline(result)

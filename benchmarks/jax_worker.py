@@ -42,6 +42,8 @@ def framework_info() -> dict:
   return {'jax': jax.__version__, 'flax': flax.__version__, 'backend': jax.default_backend(),
           'device': str(dev.device_kind), 'device_count': jax.device_count(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'cpu_convolutions': parallel.cpu_convolutions(),
+          'compiler_options': parallel.compiler_options(None),
           'threads': 'XLA:CPU default (Eigen pool over all usable cores)'
                      if jax.default_backend() == 'cpu' else 'n/a'}
 
@@ -160,6 +162,7 @@ def fmnist_config(epochs: int, eval_every: int, eval_batch: int = 0):
   config.unlearn.lr = common.UNLEARN_LR
   config.train.epochs = 1
   config.log_every_steps = 10**9
+  config.cpu_convolutions = parallel.cpu_convolutions()  # the worker's --cpu_convolutions
   if eval_batch:
     config.eval.batch_size = eval_batch
   return config
@@ -295,7 +298,11 @@ def main() -> None:
   parser.add_argument('--eval_every', type=int, default=1)
   parser.add_argument('--eval_batch', type=int, default=0,
                       help='config.eval.batch_size (0: the package default)')
+  parser.add_argument('--cpu_convolutions', default='eigen',
+                      help="parallel.set_cpu_convolutions: 'eigen' (package default) or "
+                           "'xla_default' (XLA's own choice: the state before issue 9)")
   args = parser.parse_args()
+  parallel.set_cpu_convolutions(args.cpu_convolutions)
   logging.basicConfig(level=logging.WARNING)
   load_start = common.load_average()
   result = {'prep': task_prep, 'steps': task_steps, 'e2e': task_e2e,

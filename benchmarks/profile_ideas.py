@@ -30,6 +30,12 @@ WEIGHTS = {'cnn': os.path.join('/tmp', 'delete_jax_bench', 'cnn_train1.npz'),
                                           'resnet18_cifar_init.npz')}
 
 
+def _jit(fn, **kwargs):
+  """jax.jit with the package's compiler options (config.cpu_convolutions), like its steps."""
+  from delete_jax import parallel  # pylint: disable=g-import-not-at-top
+  return parallel.jit(fn, None, **kwargs)
+
+
 def _weights(arch):
   path = WEIGHTS[arch]
   return path if os.path.exists(path) else ''
@@ -104,10 +110,10 @@ def variants(args) -> dict:
         teacher, batch, rng)
     # B: the same without donation.
     fns['B no donation'] = stepper(
-        'B', jax.jit(functools.partial(unlearn_step, **base_kw)), teacher, batch, rng)
+        'B', _jit(functools.partial(unlearn_step, **base_kw)), teacher, batch, rng)
 
     # C: teacher logits precomputed once (as an input), no teacher forward in the step.
-    logits, _ = jax.jit(lambda v, x: apply_model(graphdef, v, pp(x, None, augment=False),
+    logits, _ = _jit(lambda v, x: apply_model(graphdef, v, pp(x, None, augment=False),
                                                  train=False))(variables, batch['image'])
     batch_c = dict(batch, teacher_logits=logits)
 
@@ -133,9 +139,9 @@ def variants(args) -> dict:
       return state, g
 
     fns['E student fwd+bwd only (no teacher, no update)'] = stepper(
-        'E', jax.jit(grad_only), batch, rng)
+        'E', _jit(grad_only), batch, rng)
     # F: teacher forward only.
-    tfwd = jax.jit(lambda v, b: apply_model(graphdef, v, pp(b['image'], None, augment=False),
+    tfwd = _jit(lambda v, b: apply_model(graphdef, v, pp(b['image'], None, augment=False),
                                             train=False)[0])
     fns['F teacher forward only'] = lambda: tfwd(teacher, batch)
     rounds, per = (args.rounds, args.per_round) if arch == 'cnn' else (2, 2)
@@ -197,7 +203,7 @@ def loop(args) -> dict:
     b = {'image': jnp.take(images_dev, idx, axis=0), 'label': jnp.take(labels_dev, idx)}
     return unlearn_step(state, teacher, b, rng, **kw)
 
-  gstep = jax.jit(gathered_step, donate_argnums=0)
+  gstep = _jit(gathered_step, donate_argnums=0)
 
   def device_epoch():
     state = parallel.put_replicated(create_train_state(variables, tx), mesh)
@@ -220,7 +226,7 @@ def loop(args) -> dict:
     state, m = gathered_step(state, teacher, idx_last, rng)
     return state, losses
 
-  scan_epoch = jax.jit(scan_epoch_fn, donate_argnums=0)
+  scan_epoch = _jit(scan_epoch_fn, donate_argnums=0)
 
   def scanned_epoch():
     state = parallel.put_replicated(create_train_state(variables, tx), mesh)
@@ -286,6 +292,8 @@ def evaluation(args) -> dict:
 
   fns = {'A package predict, batch 1024': package(1024),
          'B package predict, batch 128': package(128),
+         'B2 package predict, batch 256': package(256),
+         'B3 package predict, batch 512': package(512),
          'C package predict, batch 4096': package(4096),
          'D device-resident, one jit (scan), correct only': lambda: correct_all(
              variables, images_dev, labels_dev)}
@@ -305,6 +313,11 @@ FLAG_SETS = {
     'XNNPACK off': '--xla_cpu_use_xnnpack=false',
     'YNN + convolution': '--xla_cpu_experimental_ynn_fusion_type=+INDIVIDUAL_CONVOLUTION',
     'YNN fusions off': '--xla_cpu_experimental_ynn_fusion_type=INVALID',
+    'YNN without convolution':
+        '--xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION',
+    'YNN without reduce': '--xla_cpu_experimental_ynn_fusion_type=-REDUCE',
+    'YNN without eltwise': '--xla_cpu_experimental_ynn_fusion_type=-ELTWISE',
+    'YNN without dot': '--xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_DOT',
     'XNN graph fusion greedy':
         '--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY',
     'fast math': '--xla_cpu_enable_fast_math=true',

@@ -38,24 +38,27 @@ from delete_jax.steps import delete_objective, train_step, unlearn_step  # pylin
 
 
 def build(arch: str, step: str, weights: str):
-  """(jitted fn, args) of one step with plain jax.jit (no donation: re-callable)."""
+  """(jitted fn, args) of one step, jitted with the package's compiler options but no
+  donation (re-callable)."""
   graphdef = jw.graphdef_of(arch)
   variables = jw.load_vars(weights, arch) if weights else _init_vars(arch)
   pp = jw.preprocess_of(arch)
   rng = jax.random.key(0)
   if step == 'delete':
     tx = make_sgd(common.UNLEARN_LR, common.MOMENTUM, 0.0)
-    fn = jax.jit(functools.partial(unlearn_step, graphdef=graphdef, tx=tx, preprocess=pp,
-                                   objective=delete_objective()))
+    fn = parallel.jit(functools.partial(unlearn_step, graphdef=graphdef, tx=tx,
+                                        preprocess=pp, objective=delete_objective()), None)
     batch = jw.host_batch(arch, 1, np.array([common.FORGET_ORDER[0]]))
     args = (create_train_state(variables, tx), variables, batch, rng)
   elif step == 'train':
     tx = make_sgd(common.TRAIN_LR, common.MOMENTUM, common.WEIGHT_DECAY)
-    fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, preprocess=pp))
+    fn = parallel.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, preprocess=pp),
+                      None)
     args = (create_train_state(variables, tx), jw.host_batch(arch, 2), rng)
   else:
     from delete_jax.steps import predict_step  # pylint: disable=g-import-not-at-top
-    fn = jax.jit(lambda v, b, r: predict_step(v, b, graphdef=graphdef, preprocess=pp, rng=r))
+    fn = parallel.jit(lambda v, b, r: predict_step(v, b, graphdef=graphdef, preprocess=pp,
+                                                   rng=r), None)
     batch = jw.host_batch(arch, 3)
     batch['mask'] = np.ones((common.BATCH,), bool)
     args = (variables, batch, rng)
@@ -238,7 +241,10 @@ def main() -> None:
   p.add_argument('--top', type=int, default=15)
   p.add_argument('--weights', default='', help='.npz in torch layout; default: fresh init')
   p.add_argument('--json', default='')
+  p.add_argument('--cpu_convolutions', default='eigen', choices=parallel.CPU_CONVOLUTIONS,
+                 help="the package's config.cpu_convolutions (xla_default: XLA's choice)")
   args = p.parse_args()
+  parallel.set_cpu_convolutions(args.cpu_convolutions)
   # XLA reads its flags when the backend starts (first computation), so this
   # still applies; imported as a module (profile_ideas) the flags stay untouched.
   if '--xla_cpu_enable_xprof_traceme' not in os.environ.get('XLA_FLAGS', ''):

@@ -80,6 +80,7 @@ def preprocess_from_config(config: ml_collections.ConfigDict,
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
   """Loads data, resolves the forget classes and builds the model graph."""
+  parallel.set_cpu_convolutions(config.get('cpu_convolutions', 'eigen'))
   dataset = load_dataset(config.dataset, config.data_dir or None)
   forget = resolve_forget_classes(config.dataset, dataset.num_classes,
                                   config.forget_classes or None,

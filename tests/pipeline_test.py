@@ -103,6 +103,7 @@ def test_changed_settings_or_model_are_refused_and_nothing_overwritten(all_run):
     ({'model': 'nope'}, 'unknown model'),
     ({'forget_classes': '12'}, 'outside'),
     ({'mode': 'dance'}, 'mode'),
+    ({'cpu_convolutions': 'ynnpack'}, 'cpu_convolutions'),
 ])
 def test_bad_input_is_one_line_error(tmp_path, override, match):
   with pytest.raises(UserError, match=match) as e:

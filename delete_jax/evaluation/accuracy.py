@@ -6,6 +6,7 @@ and every example counts exactly once, whatever the device count and split size.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from typing import Optional
@@ -20,11 +21,16 @@ from delete_jax.state import ModelVars
 from delete_jax.steps import predict_step
 
 
+# Batches dispatched before the oldest one's results are fetched.
+_IN_FLIGHT = 2
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted_predict(graphdef: nnx.GraphDef, preprocess: Preprocess, augment: bool, mesh):
   fn = functools.partial(predict_step, graphdef=graphdef, preprocess=preprocess,
                          augment=augment)
-  return jax.jit(lambda v, b, r: fn(v, b, rng=r), out_shardings=parallel.replicated(mesh))
+  return parallel.jit(lambda v, b, r: fn(v, b, rng=r), mesh,
+                      out_shardings=parallel.replicated(mesh))
 
 
 def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
@@ -42,6 +48,16 @@ def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
   preds, logits, probs, correct = [], [], [], []
   if rng is None:
     rng = jax.random.key(0)
+  in_flight: collections.deque = collections.deque()
+
+  def collect():
+    out, real = in_flight.popleft()
+    out = parallel.to_host(out)
+    preds.append(out['pred'][:real])
+    logits.append(out['logits'][:real])
+    probs.append(out['prob'][:real])
+    correct.append(out['correct'][:real])
+
   for b in range(math.ceil(n / batch_size)):
     idx = indices[b * batch_size:(b + 1) * batch_size]
     real = len(idx)
@@ -53,12 +69,14 @@ def predict(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
       return {'image': images[padded[rows]], 'label': labels[padded[rows]].astype(np.int32),
               'mask': mask[rows]}
 
-    out = parallel.to_host(fn(variables, parallel.gather_batch(batch_size, gather, mesh),
-                              jax.random.fold_in(rng, b)))
-    preds.append(out['pred'][:real])
-    logits.append(out['logits'][:real])
-    probs.append(out['prob'][:real])
-    correct.append(out['correct'][:real])
+    # Dispatch is asynchronous: gathering and sending the next batches overlaps
+    # the device's work on this one; results are fetched _IN_FLIGHT batches later.
+    in_flight.append((fn(variables, parallel.gather_batch(batch_size, gather, mesh),
+                         jax.random.fold_in(rng, b)), real))
+    if len(in_flight) > _IN_FLIGHT:
+      collect()
+  while in_flight:
+    collect()
   if not preds:
     return {'pred': np.zeros((0,), np.int32), 'logits': np.zeros((0, 0), np.float32),
             'prob': np.zeros((0, 0), np.float32), 'correct': np.zeros((0,), bool)}

@@ -40,7 +40,7 @@ def fisher_diagonal(variables: ModelVars, images: np.ndarray, labels: np.ndarray
   if mode not in FISHER_MODES:
     raise ValueError(f'unknown Fisher mode {mode!r}; choose one of {FISHER_MODES}')
 
-  @functools.partial(jax.jit, out_shardings=parallel.replicated(mesh))
+  @functools.partial(parallel.jit, mesh=mesh, out_shardings=parallel.replicated(mesh))
   def batch_sq_grads(params, batch_stats, batch):
     def one(image, label):
       x = preprocess(image[None], None, augment=False)

@@ -26,7 +26,7 @@ def saliency_mask(variables: ModelVars, images: np.ndarray, labels: np.ndarray,
   threshold over all parameters selects the salient weights.
   """
 
-  @functools.partial(jax.jit, out_shardings=parallel.replicated(mesh))
+  @functools.partial(parallel.jit, mesh=mesh, out_shardings=parallel.replicated(mesh))
   def batch_grad(params, batch_stats, batch):
     def loss(p):
       x = preprocess(batch['image'], None, augment=False)
