@@ -1,7 +1,7 @@
 """delete_jax vs. the PyTorch twins: steps, end-to-end unlearning, memory, compile, scaling.
 
   python benchmarks/bench.py            # full CPU run (< 10 min on 2 cores)
-  python benchmarks/bench.py --quick    # smoke run (~2-3 min)
+  python benchmarks/bench.py --quick    # smoke run (~4 min)
   python benchmarks/bench.py --device gpu   # on a machine with an accelerator
 
 Every measurement runs in its own subprocess (benchmarks/jax_worker.py or
@@ -488,6 +488,15 @@ def main(argv=None) -> int:
       f.write(markdown(result))
     print(f'[bench] re-rendered {args.report_only[:-5]}.md')
     return 0
+  if args.device == 'gpu':
+    backend = subprocess.run(
+        [sys.executable, '-c', 'import jax; print(jax.default_backend())'],
+        capture_output=True, text=True, env=Runner(args, '').env('jax')).stdout.strip()
+    if backend in ('', 'cpu'):
+      print(f'error: --device gpu, but JAX finds no accelerator (default backend '
+            f'{backend or "unknown"}): install jax with CUDA/TPU support there, or run '
+            'without --device gpu', file=sys.stderr)
+      return 2
   wait_for_load(args)
   result = run_all(args)
   result['headline'] = headline(result)
