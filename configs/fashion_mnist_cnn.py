@@ -37,6 +37,14 @@ def get_config():
   # capped to fit a CPU: fine-tune 2 epochs, SCRUB a 6,000-example remaining subset,
   # Fisher with the empirical (true-label) diagonal.
   c.compare.lr_scale = 10.0
+  # Except where 10× diverges on this CNN (measured: loss NaN within 4 epochs for
+  # gradient ascent and L2UL, whose −CE is unbounded): their published lr. SCRUB's max
+  # phase (−KL to the original, unbounded, 47 forget steps an epoch) grows the loss
+  # geometrically even at its published 5e-4 (−1.3e8 at step 44, NaN at step 52), so
+  # it runs at 5e-5, where it forgets (train-forget 0.2 %) and keeps test-remain.
+  c.compare.lr.ga = 1e-5
+  c.compare.lr.l2ul = 1e-5
+  c.compare.lr.scrub = 5e-5
   c.compare.epochs.ft = 2
   c.unlearn.scrub_remain_size = 6000
   c.unlearn.fisher_mode = 'empirical'
