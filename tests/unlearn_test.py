@@ -36,3 +36,22 @@ def test_nan_loss_stops_with_one_line_error(tmp_path):
   with pytest.raises(UserError, match='lower the learning rate') as e:
     unlearn_lib.unlearn(ctx, ctx.init_vars)
   assert '\n' not in str(e.value)
+
+
+def test_demo_config_learning_rates_as_documented():
+  """README: the CPU demo runs baselines at 10× their published lr, except GA and
+  L2UL (published lr) and SCRUB (5e-5), which diverge at 10× on its CNN."""
+  from configs import fashion_mnist_cnn  # pylint: disable=g-import-not-at-top
+  from delete_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from delete_jax.methods import REGISTRY  # pylint: disable=g-import-not-at-top
+  config = fashion_mnist_cnn.get_config()
+  config_lib.validate(config)
+  expected = {'ga': 1e-5, 'l2ul': 1e-5, 'scrub': 5e-5}
+  for name in config.compare.methods.split(','):
+    lr = unlearn_lib.method_hparams(config, name)['lr']
+    if name == 'delete':
+      assert lr == config.unlearn.lr
+    elif name in expected:
+      assert lr == expected[name], name
+    elif REGISTRY[name].trains:
+      assert np.isclose(lr, REGISTRY[name].default_lr * 10), name
