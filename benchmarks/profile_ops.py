@@ -74,7 +74,12 @@ def run_jax(groups, repeats) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from delete_jax import parallel  # pylint: disable=g-import-not-at-top
   from delete_jax.models.layers import max_pool  # pylint: disable=g-import-not-at-top
+
+  def _jit(fn, **kwargs):  # as the package jits: its compiler options for the CPU
+    return parallel.jit(fn, None, **kwargs)
+
   sync = jax.block_until_ready
   rs = np.random.RandomState(0)
   out = {}
@@ -96,9 +101,9 @@ def run_jax(groups, repeats) -> dict:
 
         y = conv(x, kern)
         gy = jnp.ones_like(y)
-        fwd = jax.jit(conv)
-        igrad = jax.jit(lambda x, kern, gy: jax.vjp(lambda a: conv(a, kern), x)[1](gy)[0])
-        kgrad = jax.jit(lambda x, kern, gy: jax.vjp(lambda b: conv(x, b), kern)[1](gy)[0])
+        fwd = _jit(conv)
+        igrad = _jit(lambda x, kern, gy: jax.vjp(lambda a: conv(a, kern), x)[1](gy)[0])
+        kgrad = _jit(lambda x, kern, gy: jax.vjp(lambda b: conv(x, b), kern)[1](gy)[0])
         out[f'{name} fwd {layout}'] = timeit(lambda: fwd(x, kern), sync, repeats)
         out[f'{name} igrad {layout}'] = timeit(lambda: igrad(x, kern, gy), sync, repeats)
         out[f'{name} kgrad {layout}'] = timeit(lambda: kgrad(x, kern, gy), sync, repeats)
@@ -131,10 +136,10 @@ def run_jax(groups, repeats) -> dict:
                               kern.transpose(2, 0, 1, 3).reshape(cin * k * k, cout))
 
           ref = kgrad(x, kern, gy)
-          kp, ks = jax.jit(kgrad_patches), jax.jit(kgrad_shifted)
+          kp, ks = _jit(kgrad_patches), _jit(kgrad_shifted)
           assert jnp.allclose(kp(x, gy), ref, rtol=1e-3, atol=1e-2), name
           assert jnp.allclose(ks(x, gy), ref, rtol=1e-3, atol=1e-2), name
-          fp = jax.jit(fwd_patches)
+          fp = _jit(fwd_patches)
           assert jnp.allclose(fp(x, kern), y, rtol=1e-3, atol=1e-3), name
           out[f'{name} kgrad via im2col GEMM'] = timeit(lambda: kp(x, gy), sync, repeats)
           out[f'{name} kgrad via k² shifted GEMMs'] = timeit(lambda: ks(x, gy), sync, repeats)
@@ -148,12 +153,12 @@ def run_jax(groups, repeats) -> dict:
         var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
         return (x - mean) * (scale / jnp.sqrt(var + 1e-5)) + bias
 
-      fb = jax.jit(jax.grad(lambda x, s_, b_: jnp.sum(bn(x, s_, b_) ** 2), argnums=(0, 1, 2)))
+      fb = _jit(jax.grad(lambda x, s_, b_: jnp.sum(bn(x, s_, b_) ** 2), argnums=(0, 1, 2)))
       out[f'{name} train fwd+bwd'] = timeit(lambda: fb(x, scale, bias), sync, repeats)
     for name, h, w, c in POOLS[g]:
       x = jnp.asarray(rs.randn(B, h, w, c).astype(np.float32))
-      pool_fwd = jax.jit(lambda x: max_pool(x, 2, 2))
-      pool_fb = jax.jit(jax.grad(lambda x: jnp.sum(max_pool(x, 2, 2) ** 2)))
+      pool_fwd = _jit(lambda x: max_pool(x, 2, 2))
+      pool_fb = _jit(jax.grad(lambda x: jnp.sum(max_pool(x, 2, 2) ** 2)))
       out[f'{name} maxpool fwd'] = timeit(lambda: pool_fwd(x), sync, repeats)
       out[f'{name} maxpool fwd+bwd'] = timeit(lambda: pool_fb(x), sync, repeats)
   if 'resnet' in groups:
@@ -170,7 +175,7 @@ def run_jax(groups, repeats) -> dict:
     tx = make_sgd(0.1, 0.9, 5e-4)
     opt_state = tx.init(params)
 
-    @jax.jit
+    @_jit
     def update(params, grads, opt_state):
       updates, opt_state = tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
@@ -234,6 +239,8 @@ def run_torch(groups, repeats, threads=0) -> dict:
 def worker(args) -> None:
   groups = [g for g in ('cnn', 'resnet') if args.only in ('all', g)]
   if args.framework == 'jax':
+    from delete_jax import parallel  # pylint: disable=g-import-not-at-top
+    parallel.set_cpu_convolutions(args.cpu_convolutions)
     res = run_jax(groups, args.repeats)
   else:
     res = run_torch(groups, args.repeats, args.torch_threads)
@@ -253,6 +260,8 @@ def main() -> None:
   p.add_argument('--torch_threads', type=int, default=0,
                  help='torch.set_num_threads (0: torch default)')
   p.add_argument('--json', default='')
+  p.add_argument('--cpu_convolutions', default='eigen', choices=('eigen', 'xla_default'),
+                 help="the package's config.cpu_convolutions for the JAX side")
   args = p.parse_args()
   if args.framework:
     worker(args)
@@ -264,12 +273,14 @@ def main() -> None:
       path = os.path.join(d, fw + '.json')
       print(f'[profile_ops] {fw} (load {common.load_average()})', flush=True)
       subprocess.run([sys.executable, __file__, '--framework', fw, '--only', args.only,
-                      '--repeats', str(args.repeats), '--torch_threads',
+                      '--repeats', str(args.repeats), '--cpu_convolutions',
+                      args.cpu_convolutions, '--torch_threads',
                       str(args.torch_threads), '--json', path], check=True, env=env)
       with open(path) as f:
         res[fw] = json.load(f)
   j, t = res['jax']['ops'], res['torch']['ops']
-  print(f'\nload {common.load_average()}; XLA_FLAGS={res["jax"]["xla_flags"]!r}; torch '
+  print(f'\nload {common.load_average()}; cpu_convolutions={args.cpu_convolutions}; '
+        f'XLA_FLAGS={res["jax"]["xla_flags"]!r}; torch '
         f'threads {res["torch"]["info"].get("threads")}')
   print(f'{"op":44s} {"JAX NHWC ms":>11s} {"JAX NCHW":>9s} {"torch ms":>9s} '
         f'{"JAX/torch":>9s} {"JAX cores":>9s} {"torch cores":>11s}')
