@@ -300,7 +300,7 @@ def cpu_convolutions() -> str:
 def _options_accepted(options: tuple[tuple[str, str], ...]) -> bool:
   """Whether this jaxlib compiles with `options` (flags are experimental and move)."""
   try:
-    cpu = jax.devices('cpu')[0]
+    cpu = jax.local_devices(backend='cpu')[0]  # addressable on every process
     jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
         jax.ShapeDtypeStruct((1,), np.float32, sharding=jax.sharding.SingleDeviceSharding(
             cpu))).compile()
