@@ -6,6 +6,7 @@ every framework is loaded only inside its own worker process.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -197,3 +198,29 @@ def scaling_row(p, epochs, train_s) -> dict:
   n = len(p['indices'])
   return {'name': p['name'], 'forget_classes': [int(c) for c in p['classes']],
           'forget_images': n, 'train_s': train_s, 'train_images_per_s': n * epochs / train_s}
+
+
+def worker_parser(*, eval_batch_default: int, eval_batch_help: str) -> argparse.ArgumentParser:
+  """The arguments both workers take (bench.py passes the same ones to each)."""
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--task', required=True, choices=('prep', 'steps', 'e2e', 'scaling'))
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--weights', required=True)
+  parser.add_argument('--arch', default='cnn')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--min_seconds', type=float, default=0.0)
+  parser.add_argument('--epochs', type=int, default=20)
+  parser.add_argument('--eval_every', type=int, default=1)
+  parser.add_argument('--eval_batch', type=int, default=eval_batch_default, help=eval_batch_help)
+  return parser
+
+
+def run_worker_task(args, tasks: dict[str, Callable], framework: str, t_process: float,
+                    info: Callable[[], dict], device_peak: Callable[[], Optional[float]]):
+  """Runs `tasks[args.task]` and writes its result with the process footer to args.out."""
+  load_start = load_average()
+  result = tasks[args.task](args)
+  result.update(framework=framework, task=args.task, info=info(),
+                load_average_start=load_start, device_peak_mb=device_peak())
+  write_json(args.out, worker_footer(result, t_process))

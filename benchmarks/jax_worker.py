@@ -13,7 +13,6 @@ Tasks:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
@@ -286,30 +285,17 @@ def task_scaling(args) -> dict:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument('--task', required=True, choices=('prep', 'steps', 'e2e', 'scaling'))
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--weights', required=True)
-  parser.add_argument('--arch', default='cnn')
-  parser.add_argument('--warmup', type=int, default=2)
-  parser.add_argument('--repeats', type=int, default=10)
-  parser.add_argument('--min_seconds', type=float, default=0.0)
-  parser.add_argument('--epochs', type=int, default=20)
-  parser.add_argument('--eval_every', type=int, default=1)
-  parser.add_argument('--eval_batch', type=int, default=0,
-                      help='config.eval.batch_size (0: the package default)')
+  parser = common.worker_parser(eval_batch_default=0,
+                                eval_batch_help='config.eval.batch_size (0: the package default)')
   parser.add_argument('--cpu_convolutions', default='eigen',
                       help="parallel.set_cpu_convolutions: 'eigen' (package default) or "
                            "'xla_default' (XLA's own choice: the state before issue 9)")
   args = parser.parse_args()
   parallel.set_cpu_convolutions(args.cpu_convolutions)
   logging.basicConfig(level=logging.WARNING)
-  load_start = common.load_average()
-  result = {'prep': task_prep, 'steps': task_steps, 'e2e': task_e2e,
-            'scaling': task_scaling}[args.task](args)
-  result.update(framework='jax', task=args.task, info=framework_info(),
-                load_average_start=load_start, device_peak_mb=device_peak_mb())
-  common.write_json(args.out, common.worker_footer(result, _T_PROCESS))
+  common.run_worker_task(args, {'prep': task_prep, 'steps': task_steps, 'e2e': task_e2e,
+                                'scaling': task_scaling}, 'jax', _T_PROCESS,
+                         framework_info, device_peak_mb)
 
 
 if __name__ == '__main__':

@@ -268,16 +268,22 @@ def evaluation(args) -> dict:
   idx = np.arange(n)
   images, labels = ds.train_images[:n], ds.train_labels[:n]
 
-  def package(bs):
-    return lambda: acc_lib.predict(variables, images, labels, idx, graphdef=graphdef,
-                                   preprocess=pp, batch_size=bs, mesh=mesh)['correct']
+  def package(bs, in_flight=acc_lib._IN_FLIGHT):  # pylint: disable=protected-access
+    def run():
+      saved, acc_lib._IN_FLIGHT = acc_lib._IN_FLIGHT, in_flight  # pylint: disable=protected-access
+      try:
+        return acc_lib.predict(variables, images, labels, idx, graphdef=graphdef,
+                               preprocess=pp, batch_size=bs, mesh=mesh)['correct']
+      finally:
+        acc_lib._IN_FLIGHT = saved  # pylint: disable=protected-access
+    return run
 
   # Device-resident images; one program over all batches returning only correctness.
   images_dev, labels_dev = jax.device_put(images), jax.device_put(labels)
   bs = 1024
   pad = (-n) % bs
 
-  @jax.jit
+  @_jit
   def correct_all(v, imgs, lbls):
     imgs = jnp.concatenate([imgs, jnp.zeros((pad,) + imgs.shape[1:], imgs.dtype)])
     lbls = jnp.concatenate([lbls, jnp.full((pad,), -1, lbls.dtype)])
@@ -292,6 +298,7 @@ def evaluation(args) -> dict:
 
   fns = {'A package predict, batch 1024': package(1024),
          'B package predict, batch 128': package(128),
+         'B0 batch 128, fetched after every batch (no pipelining)': package(128, 0),
          'B2 package predict, batch 256': package(256),
          'B3 package predict, batch 512': package(512),
          'C package predict, batch 4096': package(4096),
@@ -315,6 +322,9 @@ FLAG_SETS = {
     'YNN fusions off': '--xla_cpu_experimental_ynn_fusion_type=INVALID',
     'YNN without convolution':
         '--xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION',
+    'YNN without convolution + oneDNN custom calls':
+        '--xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION '
+        '--xla_cpu_experimental_onednn_custom_call=true',
     'YNN without reduce': '--xla_cpu_experimental_ynn_fusion_type=-REDUCE',
     'YNN without eltwise': '--xla_cpu_experimental_ynn_fusion_type=-ELTWISE',
     'YNN without dot': '--xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_DOT',
@@ -330,6 +340,11 @@ def flags_child(args) -> dict:
   """One flag set: CNN and ResNet DELETE step + CNN eval step; HLO engine counts."""
   import jax  # pylint: disable=g-import-not-at-top
   import profile_trace as pt  # pylint: disable=g-import-not-at-top
+  from delete_jax import parallel  # pylint: disable=g-import-not-at-top
+  # The sweep starts from XLA's own defaults: the package's per-program option
+  # (config.cpu_convolutions='eigen') would override XLA_FLAGS' YNN fusion types.
+  # 'YNN without convolution' is what the package's default amounts to.
+  parallel.set_cpu_convolutions('xla_default')
   out = {}
   for arch, step, rounds in (('cnn', 'delete', args.rounds), ('cnn', 'eval', args.rounds),
                              ('resnet18_cifar', 'delete', 1)):

@@ -15,7 +15,6 @@ the chosen values are recorded in the result.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -217,33 +216,21 @@ def task_scaling(args) -> dict:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser()
-  parser.add_argument('--task', required=True, choices=('prep', 'steps', 'e2e', 'scaling'))
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--weights', required=True)
-  parser.add_argument('--arch', default='cnn')
+  parser = common.worker_parser(eval_batch_default=128,
+                                eval_batch_help='evaluation batch (the published code: 128)')
   parser.add_argument('--device', default='cpu', choices=('cpu', 'gpu'))
-  parser.add_argument('--warmup', type=int, default=2)
-  parser.add_argument('--repeats', type=int, default=10)
-  parser.add_argument('--min_seconds', type=float, default=0.0)
-  parser.add_argument('--epochs', type=int, default=20)
-  parser.add_argument('--eval_every', type=int, default=1)
-  parser.add_argument('--eval_batch', type=int, default=128)
   parser.add_argument('--num_workers', type=int, default=0)
   parser.add_argument('--threads', type=int, default=0,
                       help='torch.set_num_threads(n) (0: keep torch\'s default)')
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
-  load_start = common.load_average()
-  result = {'prep': task_prep, 'steps': task_steps, 'e2e': task_e2e,
-            'scaling': task_scaling}[args.task](args)
   dev = device_of(args)
-  peak = (round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == 'cuda'
-          else None)
-  result.update(framework='torch', task=args.task, info=framework_info(dev),
-                load_average_start=load_start, device_peak_mb=peak)
-  common.write_json(args.out, common.worker_footer(result, _T_PROCESS))
+  common.run_worker_task(
+      args, {'prep': task_prep, 'steps': task_steps, 'e2e': task_e2e,
+             'scaling': task_scaling}, 'torch', _T_PROCESS, lambda: framework_info(dev),
+      lambda: (round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == 'cuda'
+               else None))
 
 
 if __name__ == '__main__':

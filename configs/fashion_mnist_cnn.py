@@ -30,7 +30,8 @@ def get_config():
   c.mia.features = 'confidence'
   c.log_every_steps = 200
   # On CPU the per-image cost of the CNN's forward grows past ~256 images a batch
-  # (cache): all four splits (70,000 images) take ~3.1 s at 256 and ~5.7 s at 1024 here.
+  # (cache): 20,000 images take 1175 ms at 256 and 1542 ms at 1024 here
+  # (benchmarks/profile_ideas.py eval).
   c.eval.batch_size = 256
   # mode=compare: the demo's DELETE lr is 10× the published 1e-4, so every baseline
   # runs at 10× its published lr too. Methods that read the remaining data are

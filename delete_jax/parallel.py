@@ -272,9 +272,10 @@ class _ShardedStep:
 # package default); 'xla_default': XLA's own choice, which (jaxlib 0.10) hands
 # individual convolutions to YNNPACK. Measured on a 2-core AVX-512 Xeon with
 # benchmarks/profile_ops.py: YNNPACK keeps one core busy per convolution and a
-# CIFAR ResNet-18 64→64 3×3 layer at batch 128 costs 114 / 114 / 354 ms (forward /
-# input-grad / kernel-grad) there against 55 / 55 / 106 ms with Eigen; the whole
-# DELETE step goes from 5.9 s to 3.7 s. Only CPU programs are affected.
+# CIFAR ResNet-18 64→64 3×3 layer at batch 128 costs 113 / 124 / 348 ms (forward /
+# input-grad / kernel-grad) there against 45 / 54 / 89 ms with Eigen; the whole
+# DELETE step goes from 4.9 s to 2.8 s (benchmarks/results/cpu.md). Only CPU
+# programs are affected.
 CPU_CONVOLUTIONS = ('eigen', 'xla_default')
 # YNNPACK fusion kinds kept with 'eigen': XLA's default set less individual
 # convolutions (checked against XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
